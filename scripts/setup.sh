@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create or reuse .venv, install edgekit (editable, with test extras) and, where missing,
+# Debian's dataset-fashion-mnist. Sourced by run.sh and test.sh; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${EDGEKIT_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV" >&2
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.edgekit-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing edgekit and its pinned dependencies into $VENV (first time: a few minutes)" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi
+FMNIST_DIR="${EDGEKIT_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
+if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] && [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte" ]; then
+  echo "setup: installing Debian's dataset-fashion-mnist" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
