@@ -1,0 +1,82 @@
+"""Runtimes that execute exported models, one registry.
+
+Every runtime opens a file into a `Session` with the same small surface:
+- `prepare(x)` float32 inputs in the model's [0, 1] convention -> what the model's input takes
+  (int8-I/O models are fed values quantized with the file's own scale and zero point);
+- `predict(x, batch_size)` -> float32 outputs (logits), dequantized, batched where allowed;
+- `bind(x_prepared)` -> a zero-argument callable doing one inference with inputs already set,
+  the only thing a latency loop should time (as benchmark_model / onnxruntime_perf_test do).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edgekit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    suffixes: tuple[str, ...]        # file kinds it runs
+    module: str                      # module with open(path, threads=..., **options) -> Session
+    options: dict = field(default_factory=dict)  # option name -> values the bench sweeps by default
+    description: str = ""
+
+    def open(self, path: str | Path, threads: int = 1, **options):
+        return importlib.import_module(self.module).open_session(Path(path), threads=threads, **options)
+
+    def available(self) -> bool:
+        return importlib.import_module(self.module).available()
+
+    def can_run(self, path: str | Path) -> bool:
+        p = Path(path)
+        return p.suffix in self.suffixes or (p.is_dir() and ".savedmodel" in self.suffixes)
+
+
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in [
+    Runtime("keras", (".keras", ".h5"), "edgekit.runtimes.keras_tf", {},
+            "TensorFlow running the source Keras model through a compiled tf.function"),
+    Runtime("litert", (".tflite",), "edgekit.runtimes.litert", {"xnnpack": (True, False)},
+            "LiteRT interpreter (ai_edge_litert), XNNPACK delegate on or off"),
+    Runtime("onnxruntime", (".onnx",), "edgekit.runtimes.onnxrt", {"graph_optimization": ("all",)},
+            "ONNX Runtime, CPU provider (other providers when installed)"),
+]}
+
+
+def get_runtime(name: str) -> Runtime:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise ConfigError(f"unknown runtime '{name}'; choose one of {', '.join(RUNTIMES)}") from None
+
+
+def runtime_for(path: str | Path) -> Runtime:
+    """The runtime that runs this file kind (each file kind has exactly one here)."""
+    for rt in RUNTIMES.values():
+        if rt.can_run(path):
+            return rt
+    raise ConfigError(f"{path}: no runtime runs '{Path(path).suffix}' files; "
+                      f"supported: {', '.join(s for r in RUNTIMES.values() for s in r.suffixes)}")
+
+
+def open_file(path: str | Path, threads: int = 1, **options):
+    """Open any exported model on its runtime."""
+    return runtime_for(path).open(path, threads=threads, **options)
+
+
+def quantize(x, scale: float, zero_point: int, dtype):
+    """float -> integer with the tensor's own parameters (round half away from zero, saturate)."""
+    import numpy as np
+
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q, scale: float, zero_point: int):
+    import numpy as np
+
+    return (np.asarray(q, np.float32) - np.float32(zero_point)) * np.float32(scale)

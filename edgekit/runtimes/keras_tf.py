@@ -1,0 +1,77 @@
+"""TensorFlow running a Keras model through a compiled `tf.function` (never eager: eager
+batch-1 calls cost ~30 ms of Python overhead here and would measure the wrong thing)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
+from edgekit.errors import ModelError
+
+
+def available() -> bool:
+    try:
+        import tensorflow  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def load_keras_model(path: str | Path):
+    """Load a .keras/.h5/SavedModel, QAT-wrapped or not, as a tf_keras model."""
+    import tf_keras
+    import tensorflow_model_optimization as tfmot
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: model file not found")
+    try:
+        with tfmot.quantization.keras.quantize_scope():
+            return tf_keras.models.load_model(str(path), compile=False)
+    except Exception as e:
+        raise ModelError(f"{path}: cannot load as a Keras model ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                         f"save it with model.save('model.keras') from tf_keras / Keras 2") from None
+
+
+class KerasSession:
+    def __init__(self, path: Path, threads: int = 1, model=None) -> None:
+        import tensorflow as tf
+
+        self.path, self.threads = path, threads
+        self.model = model if model is not None else load_keras_model(path)
+        shape = tuple(-1 if d is None else int(d) for d in self.model.input_shape)
+        self.input_shape = shape
+        self.input_dtype = np.dtype(np.float32)
+        self.input_quant = self.output_quant = None
+        spec = tf.TensorSpec([None, *self.model.input_shape[1:]], tf.float32)
+        model_ = self.model
+        self._fn = tf.function(lambda x: model_(x, training=False), input_signature=[spec],
+                               reduce_retracing=True)
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        outs = [self._fn(self.prepare(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def bind(self, x_prepared: np.ndarray):
+        import tensorflow as tf
+
+        x = tf.constant(x_prepared)
+        fn = self._fn
+        return lambda: fn(x)
+
+
+def open_session(path: Path, threads: int = 1, model=None, **_ignored) -> KerasSession:
+    """TensorFlow's thread pools are process-wide and fixed at first use; the bench runs each
+    thread count in its own subprocess, so setting them here is effective there."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialized in this process
+    return KerasSession(path, threads=threads, model=model)
