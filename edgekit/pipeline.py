@@ -1,0 +1,140 @@
+"""`edgekit run`: train, export, bench, report and gate, in one run directory.
+
+Each stage skips the work its manifest records as finished with the same key and intact files,
+so an interrupted run (Ctrl-C, a killed process) picks up where it stopped when run again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit import rundir
+from edgekit.config import NETWORK_NAMES, Profile, TrainConfig, load_profile
+from edgekit.progress import Progress
+
+# --quick: enough of everything to show the whole pipeline in a couple of minutes.
+QUICK_TRAIN_LIMIT = 6000       # training images
+QUICK_EPOCHS = 1
+QUICK_PARITY_SAMPLES = 1000    # test images for parity
+QUICK_REPRESENTATIVE = 100     # calibration images
+QUICK_QAT_EPOCHS = 0.2         # of the (limited) training set
+
+
+@dataclass(frozen=True)
+class Summary:
+    table: str           # what `edgekit run` prints at the end
+    report_html: Path
+    passed: bool         # the gate's verdict
+    seconds: float
+
+
+def quick_profile(profile: Profile) -> Profile:
+    return dataclasses.replace(
+        profile, parity_samples=QUICK_PARITY_SAMPLES,
+        representative_samples=min(profile.representative_samples, QUICK_REPRESENTATIVE),
+        qat_epochs=min(profile.qat_epochs, QUICK_QAT_EPOCHS))
+
+
+def run_all(out: str | Path = "runs/latest", dataset: str = "fashion-mnist", data_dir: str | None = None,
+            profile: str | Profile = "default", models: tuple[str, ...] = NETWORK_NAMES, quick: bool = False,
+            epochs: int | None = None, force: bool = False, progress: Progress | None = None) -> Summary:
+    """The main job. Returns the summary; the gate's verdict is `Summary.passed`."""
+    from edgekit.bench import bench_run
+    from edgekit.check import check_run
+    from edgekit.export import export_run
+    from edgekit.report import render_report
+    from edgekit.train import train
+
+    t0 = time.monotonic()
+    progress = progress or Progress()
+    out = Path(out)
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    if quick:
+        prof = quick_profile(prof)
+    cfg = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=(epochs or QUICK_EPOCHS) if quick else epochs,
+                      limit=QUICK_TRAIN_LIMIT if quick else None)
+
+    progress.start_stage("train")
+    train(out, cfg, models=tuple(models), force=force, progress=progress)
+    progress.done()
+
+    progress.start_stage("export")
+    export_run(out, prof, models=tuple(models), force=force, progress=progress)
+    progress.done()
+
+    progress.start_stage("bench")
+    bench_key = _bench_key(out, quick)
+    section = rundir.load_manifest(out).get("stages", {}).get("bench", {})
+    if not force and rundir.is_fresh(out, section, bench_key):
+        progress.update("results.json is current for these exports; reused")
+        html = render_report(out)
+    else:
+        bench_run(out, quick=quick, progress=progress)  # renders the report too
+        html = out / "report.html"
+
+        def mark(m: dict) -> None:
+            rundir.stage(m, "bench")["key"] = bench_key
+        rundir.update_manifest(out, mark)
+    progress.done()
+
+    progress.start_stage("check")
+    result = check_run(out)
+    progress.done("passed" if result.passed else "FAILED")
+    seconds = time.monotonic() - t0
+    table = summary_table(out) + "\n\n" + result.table
+    rundir.atomic_write_text(out / "summary.txt", table + "\n")
+    return Summary(table=table, report_html=html, passed=result.passed, seconds=seconds)
+
+
+def _bench_key(run_dir: Path, quick: bool) -> str:
+    """Bench results are current when the exported files and the settings are unchanged."""
+    m = rundir.load_manifest(run_dir)
+    hashes = []
+    for name, rec in sorted(m.get("stages", {}).get("train", {}).get("models", {}).items()):
+        hashes += [f["sha256"] for f in rec.get("files", [])]
+    for name, rec in sorted(m.get("stages", {}).get("export", {}).get("models", {}).items()):
+        for vname, v in sorted(rec.get("variants", {}).items()):
+            hashes += [f["sha256"] for f in v.get("files", [])]
+    return rundir.stage_key("bench", {"quick": quick}, hashes)
+
+
+def summary_table(run_dir: str | Path) -> str:
+    """One line per model and variant: accuracy, agreement, size, batch-1 single-thread p50."""
+    run_dir = Path(run_dir)
+    m = rundir.load_manifest(run_dir)
+    stages = m.get("stages", {})
+    results = rundir.read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else {"records": []}
+    best: dict[tuple[str, str], dict] = {}
+    for r in results.get("records", []):
+        if r.get("status") != "ok" or r.get("batch") != 1 or r.get("threads") != 1:
+            continue
+        k = (r["model"], r["variant"])
+        if k not in best or r["p50_ms"] < best[k]["p50_ms"]:
+            best[k] = r
+    lines = [f"{'model':8} {'variant':16} {'status':8} {'accuracy':>8} {'agree':>7} {'size KiB':>9} "
+             f"{'p50 ms':>8}  fastest runtime (batch 1, 1 thread)"]
+    for net, trec in stages.get("train", {}).get("models", {}).items():
+        rows = [("keras-fp32", "ok", trec.get("metrics", {}).get("test_accuracy"), 1.0,
+                 trec["files"][0]["size_bytes"])]
+        for vname, v in stages.get("export", {}).get("models", {}).get(net, {}).get("variants", {}).items():
+            p = v.get("parity") or {}
+            rows.append((vname, v.get("status", "?"), p.get("accuracy"), p.get("agreement"),
+                         (v.get("file") or {}).get("size_bytes")))
+        for vname, status, acc, agree, size in rows:
+            r = best.get((net, vname))
+            fastest = f"{r['runtime']} {_options(r)}" if r else ""
+            lines.append(f"{net:8} {vname:16} {status:8} {_fmt(acc, '.4f'):>8} {_fmt(agree, '.4f'):>7} "
+                         f"{_fmt(size / 1024 if size else None, '.1f'):>9} "
+                         f"{_fmt(r['p50_ms'] if r else None, '.3f'):>8}  {fastest}".rstrip())
+    return "\n".join(lines)
+
+
+def _options(record: dict) -> str:
+    opts = record.get("runtime_options") or {}
+    return " ".join(f"{k}={v}" for k, v in opts.items())
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
