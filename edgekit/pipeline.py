@@ -56,14 +56,19 @@ def run_all(out: str | Path = "runs/latest", dataset: str = "fashion-mnist", dat
     cfg = TrainConfig(dataset=dataset, data_dir=data_dir, epochs=(epochs or QUICK_EPOCHS) if quick else epochs,
                       limit=QUICK_TRAIN_LIMIT if quick else None)
 
-    progress.start_stage("train")
-    train(out, cfg, models=tuple(models), force=force, progress=progress)
-    progress.done()
+    stage_seconds: dict[str, float] = {}
 
-    progress.start_stage("export")
-    export_run(out, prof, models=tuple(models), force=force, progress=progress)
-    progress.done()
+    def timed(name: str, fn) -> None:
+        progress.start_stage(name)
+        t = time.monotonic()
+        fn()
+        stage_seconds[name] = round(time.monotonic() - t, 2)
+        progress.done()
 
+    timed("train", lambda: train(out, cfg, models=tuple(models), force=force, progress=progress))
+    timed("export", lambda: export_run(out, prof, models=tuple(models), force=force, progress=progress))
+
+    t_bench = time.monotonic()
     progress.start_stage("bench")
     bench_key = _bench_key(out, quick)
     section = rundir.load_manifest(out).get("stages", {}).get("bench", {})
@@ -78,11 +83,18 @@ def run_all(out: str | Path = "runs/latest", dataset: str = "fashion-mnist", dat
             rundir.stage(m, "bench")["key"] = bench_key
         rundir.update_manifest(out, mark)
     progress.done()
+    stage_seconds["bench"] = round(time.monotonic() - t_bench, 2)
 
     progress.start_stage("check")
     result = check_run(out)
     progress.done("passed" if result.passed else "FAILED")
     seconds = time.monotonic() - t0
+
+    def record_run(m: dict) -> None:  # wall time of this invocation (reused stages take ~0 s)
+        rundir.stage(m, "run").update({"quick": quick, "stage_seconds": stage_seconds,
+                                       "total_seconds": round(seconds, 2), "gate_passed": result.passed,
+                                       "finished_utc": rundir.utc_now()})
+    rundir.update_manifest(out, record_run)
     table = summary_table(out) + "\n\n" + result.table
     rundir.atomic_write_text(out / "summary.txt", table + "\n")
     return Summary(table=table, report_html=html, passed=result.passed, seconds=seconds)
