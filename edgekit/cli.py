@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError
+from edgekit.errors import ConfigError, EdgekitError
 
 RUNTIME_NAMES = ("keras", "litert", "onnxruntime")
 
@@ -54,9 +54,11 @@ def cmd_train(args) -> int:
     section = train(args.out, cfg, models=args.model, force=args.force, progress=_progress(args))
     for name, rec in section.get("models", {}).items():
         if name in args.model:
-            m = rec.get("metrics", {})
-            print(f"{name:8s} test_accuracy={m.get('test_accuracy', float('nan')):.4f} "
-                  f"epochs={m.get('epochs_run')} time={rec.get('seconds', 0):.0f}s  {rec['files'][0]['path']}")
+            m = rec.get("metrics") or {}
+            acc = m.get("test_accuracy")
+            files = rec.get("files") or [{}]
+            print(f"{name:8s} test_accuracy={'n/a' if acc is None else f'{acc:.4f}'} "
+                  f"epochs={m.get('epochs_run')} time={rec.get('seconds') or 0:.0f}s  {files[0].get('path', '')}")
     print(f"manifest: {Path(args.out) / 'manifest.json'}")
     return 0
 
@@ -67,7 +69,7 @@ def cmd_export(args) -> int:
 
     profile = load_profile(args.profile)
     if bool(args.run) == bool(args.model):
-        raise EdgekitError("give exactly one of --run RUN_DIR (models a training run made) or --model PATH (your own model)")
+        raise ConfigError("give exactly one of --run RUN_DIR (models a training run made) or --model PATH (your own model)")
     if args.run:
         section = export_run(args.run, profile, models=args.models, force=args.force, progress=_progress(args))
         where = args.run
@@ -86,13 +88,13 @@ def _print_export_summary(section: dict) -> int:
     for model, rec in section.get("models", {}).items():
         for variant, v in rec.get("variants", {}).items():
             status = v.get("status", "?")
-            failed += status != "ok"
+            failed += status == "failed"
             p = v.get("parity") or {}
             size = (v.get("file") or {}).get("size_bytes")
             agree = p.get("agreement")
             print(f"{model:8s} {variant:18s} {status:7s} "
                   f"{'' if size is None else f'{size / 1024:8.1f} KiB'} "
-                  f"{'' if agree is None else f'agreement={agree:.4f}'} {v.get('error', '')}".rstrip())
+                  f"{'' if agree is None else f'agreement={agree:.4f}'} {v.get('error') or ''}".rstrip())
     return failed
 
 
@@ -139,9 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgekit", description="Train, export (TFLite/ONNX, float and int8) "
                                 "and benchmark Keras image classifiers for edge deployment.")
     p.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    # --debug/--quiet work before or after the subcommand; SUPPRESS keeps the subcommand's
+    # unset default from overwriting a value given before it.
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    common.add_argument("--quiet", action="store_true", help="no progress lines")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress lines")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     models = _name_list(NETWORK_NAMES)
 

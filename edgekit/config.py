@@ -10,6 +10,11 @@ from pathlib import Path
 from edgekit.errors import ConfigError
 
 NETWORK_NAMES = ("mlp", "cnn", "resnet")
+# The export variants and their threshold classes (edgekit.convert.VARIANTS implements them;
+# tests/test_config.py keeps the two in step). Kept here so a profile loads without TensorFlow.
+VARIANT_NAMES = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8-ptq", "tflite-int8-qat",
+                 "onnx-fp32", "onnx-int8-ptq", "onnx-int8-qat")
+VARIANT_CLASSES = ("float", "fp16", "dynamic", "int8-ptq", "int8-qat")
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,16 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ConfigError(f"--device must be auto, cpu or gpu, got '{self.device}'")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigError(f"--lr must be > 0, got {self.learning_rate}")
+        if self.limit is not None and self.limit < 2:
+            raise ConfigError(f"--limit must be at least 2 (one image to train on, one to validate), got {self.limit}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0, got {self.patience}")
+        if not self.dataset:
+            raise ConfigError("--dataset must not be empty; use fashion-mnist, mnist, synthetic or a path")
 
 
 @dataclass(frozen=True)
@@ -82,8 +97,9 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name_or_path: str = "default") -> Profile:
-    """A profile by name (export/NAME.toml) or by path to a TOML file."""
-    p = Path(name_or_path)
+    """A profile by name (export/NAME.toml) or by path to a TOML file, validated key by key
+    (a typo in a variant or threshold name would otherwise silently check nothing)."""
+    p = Path(name_or_path).expanduser()
     if p.suffix != ".toml":
         p = profiles_dir() / f"{name_or_path}.toml"
     if not p.is_file():
@@ -93,23 +109,60 @@ def load_profile(name_or_path: str = "default") -> Profile:
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: invalid TOML ({e}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read the profile ({e}); check the file") from None
     known = {f.name for f in dataclasses.fields(Profile)} - {"thresholds", "source"}
     unknown = set(raw) - known - {"thresholds"}
     if unknown:
         raise ConfigError(f"{p}: unknown keys {sorted(unknown)}; allowed: {sorted(known | {'thresholds'})}")
+    kwargs = {k: v for k, v in raw.items() if k in known}
+    _check_types(p, kwargs)
+    variants = kwargs.get("variants", [])
+    if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
+        raise ConfigError(f"{p}: variants must be a list of names, e.g. [\"tflite-fp32\"]")
+    bad = [v for v in variants if v not in VARIANT_NAMES]
+    if bad:
+        raise ConfigError(f"{p}: unknown variants {bad}; use any of {', '.join(VARIANT_NAMES)}")
+    kwargs["variants"] = tuple(variants)
+    kwargs.setdefault("name", p.stem)
+    return Profile(**kwargs, thresholds=_thresholds(p, raw.get("thresholds", {})), source=str(p))
+
+
+def _check_types(p: Path, kwargs: dict) -> None:
+    types = {"name": str, "description": str, "onnx_opset": int, "representative_samples": int,
+             "qat_epochs": (int, float), "qat_learning_rate": (int, float), "parity_samples": int}
+    for key, want in types.items():
+        v = kwargs.get(key)
+        if v is not None and (not isinstance(v, want) or isinstance(v, bool)):
+            raise ConfigError(f"{p}: {key} = {v!r} has the wrong type; expected "
+                              f"{'a number' if isinstance(want, tuple) else want.__name__}")
+    for key in ("onnx_opset", "representative_samples", "parity_samples"):
+        if kwargs.get(key) is not None and kwargs[key] < 1:
+            raise ConfigError(f"{p}: {key} must be >= 1, got {kwargs[key]}")
+    if kwargs.get("qat_epochs", 1) <= 0 or kwargs.get("qat_learning_rate", 1) <= 0:
+        raise ConfigError(f"{p}: qat_epochs and qat_learning_rate must be > 0")
+
+
+def _thresholds(p: Path, table) -> dict[str, Thresholds]:
     th_fields = {f.name for f in dataclasses.fields(Thresholds)}
-    thresholds = {}
-    for key, values in raw.get("thresholds", {}).items():
+    if not isinstance(table, dict):
+        raise ConfigError(f"{p}: thresholds must be tables like [thresholds.int8-qat]")
+    out = {}
+    for key, values in table.items():
+        if key not in VARIANT_NAMES and key not in VARIANT_CLASSES:
+            raise ConfigError(f"{p}: [thresholds.{key}] names no variant or variant class; use one of "
+                              f"{', '.join(VARIANT_CLASSES)} or a variant name")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{p}: thresholds.{key} must be a table of limits, e.g. min_agreement = 0.99")
         bad = set(values) - th_fields
         if bad:
-            raise ConfigError(f"{p}: unknown threshold keys {sorted(bad)} in [thresholds.\"{key}\"]; "
+            raise ConfigError(f"{p}: unknown threshold keys {sorted(bad)} in [thresholds.{key}]; "
                               f"allowed: {sorted(th_fields)}")
-        thresholds[key] = Thresholds(**values)
-    kwargs = {k: v for k, v in raw.items() if k in known}
-    if "variants" in kwargs:
-        kwargs["variants"] = tuple(kwargs["variants"])
-    kwargs.setdefault("name", p.stem)
-    return Profile(**kwargs, thresholds=thresholds, source=str(p))
+        for name, v in values.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                raise ConfigError(f"{p}: thresholds.{key}.{name} = {v!r} must be a number")
+        out[key] = Thresholds(**values)
+    return out
 
 
 def profile_to_dict(profile: Profile) -> dict:
@@ -119,6 +172,14 @@ def profile_to_dict(profile: Profile) -> dict:
 def profile_from_dict(d: dict) -> Profile:
     """Rebuild a profile recorded in a manifest (so `check` judges by what `export` used)."""
     d = dict(d)
+    fields = {f.name for f in dataclasses.fields(Profile)}
+    th_fields = {f.name for f in dataclasses.fields(Thresholds)}
+    unknown = set(d) - fields
+    unknown_th = {k for v in (d.get("thresholds") or {}).values() for k in v} - th_fields
+    if unknown or unknown_th or "name" not in d:
+        raise ConfigError(f"the recorded profile has unknown keys {sorted(unknown | unknown_th)}"
+                          + ("" if "name" in d else " and no name")
+                          + " (written by another edgekit version?); pass --profile NAME")
     d["variants"] = tuple(d.get("variants", ()))
-    d["thresholds"] = {k: Thresholds(**v) for k, v in d.get("thresholds", {}).items()}
+    d["thresholds"] = {k: Thresholds(**v) for k, v in (d.get("thresholds") or {}).items()}
     return Profile(**d)

@@ -8,6 +8,7 @@ scale 1/255, zero point -128, which maps a uint8 pixel exactly.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -58,8 +59,17 @@ def to_float(x: np.ndarray) -> np.ndarray:
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
-    """Hold out a seeded, shuffled validation split from the *training* arrays."""
+    """Hold out a seeded, shuffled validation split from the *training* arrays.
+
+    Callers pass only the training split, so test images can never leak into validation."""
+    if len(x) != len(y):
+        raise DataError(f"{len(x)} images but {len(y)} labels; cannot split off a validation set")
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"validation fraction must be in (0, 1), got {fraction}")
     n_val = max(1, int(round(len(y) * fraction)))
+    if n_val >= len(y):
+        raise DataError(f"{len(y)} training samples are too few to hold out a validation split "
+                        f"({fraction:.0%}); use more training data (a larger --limit)")
     order = np.random.default_rng(seed).permutation(len(y))
     val, train = order[:n_val], order[n_val:]
     return x[train], y[train], x[val], y[val]
@@ -84,19 +94,26 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (optionally .gz), checking magic, dimensions and length."""
     path = Path(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: corrupt gzip data ({e}); re-download or re-extract the file") from None
+        raise DataError(f"{path}: file not found; check the path or re-download the data set") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror or e}); check the path and its permissions") from None
+    if raw[:2] == b"\x1f\x8b" or path.suffix == ".gz":  # gzip by content, whatever the name
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: corrupt or truncated gzip data ({e}); re-download or "
+                            f"re-extract the file") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number); expected MNIST-style IDX data")
+        raise DataError(f"{path}: not an IDX file (bad magic number 0x{raw[:4].hex() or 'empty'}); "
+                        f"expected MNIST-style IDX data (magic 0x000008NN), re-download the file")
     dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header; the file is incomplete, re-download it")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize
     if len(raw) - header != expected:
         raise DataError(f"{path}: truncated or padded IDX data: header says {dims} "
                         f"({expected} bytes) but {len(raw) - header} bytes follow; re-download it")
@@ -114,21 +131,21 @@ def load_idx_folder(folder: str | os.PathLike, name: str | None = None, num_clas
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found; pass the folder that holds the IDX files")
-    arrays, files = {}, []
+    arrays, files = {}, {}
     for role, stem in IDX_FILES.items():
         f = _find_idx(folder, stem)
         if f is None:
             raise DataError(f"{folder}: missing {stem}[.gz]; an IDX folder needs "
                             f"{', '.join(IDX_FILES.values())} (each optionally .gz)")
         arrays[role] = read_idx(f)
-        files.append(str(f))
+        files[role] = str(f)
     return _checked(name or folder.name, str(folder), arrays, num_classes, files)
 
 
 def load_npz(path: str | os.PathLike, name: str | None = None, num_classes: int | None = None) -> Dataset:
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found; pass an existing .npz with {', '.join(NPZ_KEYS)}")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
@@ -141,46 +158,58 @@ def load_npz(path: str | os.PathLike, name: str | None = None, num_classes: int 
     except Exception as e:  # zipfile.BadZipFile, ValueError (pickled objects), EOFError...
         raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); re-create it "
                         f"with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)") from None
-    return _checked(name or path.stem, str(path), arrays, num_classes, [str(path)])
+    return _checked(name or path.stem, str(path), arrays, num_classes,
+                    {k: f"{path}[{k}]" for k in NPZ_KEYS})
 
 
-def _checked(name: str, source: str, arrays: dict, num_classes: int | None, files: list[str]) -> Dataset:
-    """Validate shapes, dtypes and labels; normalize to uint8 (N, H, W, 1) and int64 labels."""
+def _checked(name: str, source: str, arrays: dict, num_classes: int | None, files: dict[str, str]) -> Dataset:
+    """Validate shapes, dtypes and labels; normalize to uint8 (N, H, W, 1) and int64 labels.
+
+    `files` maps each array (x_train, ...) to where it came from, so an error names the file."""
+    def where(role: str) -> str:
+        return files.get(role, f"{source} {role}")
+
     out = {}
     for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        xr, yr = f"x_{split}", f"y_{split}"
+        x, y = np.asarray(arrays[xr]), np.asarray(arrays[yr])
         if x.ndim == 4 and x.shape[-1] == 1:
             x = x[..., 0]
         if x.ndim != 3:
-            raise DataError(f"{source}: x_{split} has shape {x.shape}; expected grayscale images "
+            raise DataError(f"{where(xr)}: images have shape {x.shape}; expected grayscale images "
                             f"(N, H, W) or (N, H, W, 1)")
-        if x.dtype != np.uint8:
-            if np.issubdtype(x.dtype, np.floating) and x.size and 0.0 <= x.min() and x.max() <= 1.0:
-                x = np.round(x * 255.0).astype(np.uint8)  # float [0, 1] images are accepted
-            elif np.issubdtype(x.dtype, np.integer) and x.size and 0 <= x.min() and x.max() <= 255:
-                x = x.astype(np.uint8)
-            else:
-                raise DataError(f"{source}: x_{split} has dtype {x.dtype} with values outside "
-                                f"uint8 [0, 255] or float [0, 1]; rescale the images")
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{source}: y_{split} has shape {y.shape} dtype {y.dtype}; expected "
-                            f"integer class ids of shape (N,)")
+        if y.ndim != 1:
+            raise DataError(f"{where(yr)}: labels have shape {y.shape}; expected integer class ids of shape (N,)")
         if len(y) != len(x):
-            raise DataError(f"{source}: {len(x)} images but {len(y)} labels in the {split} split")
+            raise DataError(f"{where(yr)}: {len(y)} labels but {len(x)} images in the {split} split; "
+                            f"images and labels must pair up")
         if len(y) == 0:
-            raise DataError(f"{source}: the {split} split is empty")
-        out[f"x_{split}"], out[f"y_{split}"] = x[..., None], y.astype(np.int64)
+            raise DataError(f"{where(xr)}: the {split} split is empty")
+        if x.dtype != np.uint8:
+            if np.issubdtype(x.dtype, np.floating) and np.isfinite(x).all() and 0.0 <= x.min() and x.max() <= 1.0:
+                x = np.round(x * 255.0).astype(np.uint8)  # float [0, 1] images are accepted
+            elif np.issubdtype(x.dtype, np.integer) and 0 <= x.min() and x.max() <= 255:
+                x = x.astype(np.uint8)
+            else:
+                raise DataError(f"{where(xr)}: images have dtype {x.dtype}"
+                                + (f" with values in [{x.min()}, {x.max()}]"
+                                   if np.issubdtype(x.dtype, np.number) else "")
+                                + "; expected uint8 pixels 0..255 or float in [0, 1]")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{where(yr)}: labels have dtype {y.dtype}; expected integer class ids 0..K-1")
+        out[xr], out[yr] = x[..., None], y.astype(np.int64)
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
-        raise DataError(f"{source}: train images are {out['x_train'].shape[1:3]} but test images "
-                        f"are {out['x_test'].shape[1:3]}")
+        raise DataError(f"{where('x_test')}: test images are {out['x_test'].shape[1:3]} but train images "
+                        f"are {out['x_train'].shape[1:3]}; both splits must have one image size")
     n = num_classes or int(out["y_train"].max()) + 1
     for split in ("train", "test"):
         y = out[f"y_{split}"]
         if y.min() < 0 or y.max() >= n:
-            raise DataError(f"{source}: label out of range in y_{split} (min {y.min()}, max {y.max()}); "
-                            f"labels must be 0..{n - 1}")
+            bad = y[(y < 0) | (y >= n)]
+            raise DataError(f"{where(f'y_{split}')}: label out of range ({int(bad[0])}; min {y.min()}, "
+                            f"max {y.max()}); labels must be 0..{n - 1}")
     return Dataset(name=name, source=source, num_classes=n, **out)
 
 
@@ -195,8 +224,18 @@ def load_fashion_mnist(data_dir: str | None = None) -> Dataset:
     return load_idx_folder(folder, name="fashion-mnist", num_classes=10)
 
 
+def keras_mnist_cache() -> Path:
+    """Where `tf_keras.datasets.mnist.load_data()` keeps mnist.npz (~ is read from $HOME)."""
+    return Path(KERAS_CACHE_MNIST).expanduser()
+
+
+def offline() -> bool:
+    return os.environ.get("EDGEKIT_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
 def load_mnist(data_dir: str | None = None, allow_download: bool | None = None) -> Dataset:
-    """MNIST from a given .npz or IDX folder, else the Keras cache, else a Keras download."""
+    """MNIST from a given .npz or IDX folder, else the Keras cache, else a Keras download
+    (never when EDGEKIT_OFFLINE=1)."""
     if data_dir:
         p = Path(data_dir).expanduser()
         if p.is_file():
@@ -205,25 +244,27 @@ def load_mnist(data_dir: str | None = None, allow_download: bool | None = None) 
             return load_npz(p / "mnist.npz", name="mnist", num_classes=10)
         if p.is_dir() and _find_idx(p, IDX_FILES["x_train"]):
             return load_idx_folder(p, name="mnist", num_classes=10)
-        raise DataError(f"no MNIST in {p}; put mnist.npz there, or the four IDX files "
-                        f"({', '.join(IDX_FILES.values())}[.gz])")
-    cache = Path(KERAS_CACHE_MNIST).expanduser()
+        where = "not found" if not p.exists() else "holds no MNIST"
+        raise DataError(f"{p}: {where}; put mnist.npz (x_train, y_train, x_test, y_test) in that folder, "
+                        f"or the four IDX files ({', '.join(IDX_FILES.values())}, each optionally .gz)")
+    cache = keras_mnist_cache()
     if cache.is_file():
         return load_npz(cache, name="mnist", num_classes=10)
     if allow_download is None:
-        allow_download = os.environ.get("EDGEKIT_OFFLINE", "") not in ("1", "true", "yes")
-    if allow_download:
-        try:
-            import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
-            import tf_keras
+        allow_download = not offline()
+    if not allow_download:
+        raise DataError(f"MNIST is not available offline: put mnist.npz (x_train, y_train, x_test, y_test) "
+                        f"at {cache}, or pass --data-dir with mnist.npz or the four MNIST IDX files")
+    import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
+    import tf_keras
 
-            tf_keras.datasets.mnist.load_data()  # downloads into the Keras cache
-            if cache.is_file():
-                return load_npz(cache, name="mnist", num_classes=10)
-        except Exception:  # no network: fall through to the message that says what to do
-            pass
-    raise DataError(f"MNIST is not available offline; put mnist.npz at {cache} "
-                    f"or pass --data-dir with mnist.npz or the four MNIST IDX files")
+    try:
+        (x_tr, y_tr), (x_te, y_te) = tf_keras.datasets.mnist.load_data()  # downloads into the cache
+    except Exception as e:  # network, proxy, disk: say what happened and what to do instead
+        raise DataError(f"MNIST download failed ({type(e).__name__}: {e}); put mnist.npz at {cache} "
+                        f"or pass --data-dir with mnist.npz or the four MNIST IDX files") from None
+    return _checked("mnist", str(cache), {"x_train": x_tr, "y_train": y_tr, "x_test": x_te,
+                                               "y_test": y_te}, 10, {})
 
 
 def make_synthetic(n_train: int = 2000, n_test: int = 500, num_classes: int = 10, seed: int = 0,
@@ -250,7 +291,7 @@ def make_synthetic(n_train: int = 2000, n_test: int = 500, num_classes: int = 10
     x_tr, y_tr = sample(n_train, rng)
     x_te, y_te = sample(n_test, rng)
     return _checked("synthetic", f"synthetic(seed={seed})",
-                    {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, num_classes, [])
+                    {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, num_classes, {})
 
 
 SOURCES = {
@@ -269,6 +310,10 @@ def load_dataset(name_or_path: str, data_dir: str | None = None) -> Dataset:
         return load_npz(p)
     if p.is_dir():
         return load_idx_folder(p)
+    if p.exists():
+        raise DataError(f"{p}: not a data set; pass a .npz with {', '.join(NPZ_KEYS)} or a folder of IDX files")
+    if os.sep in name_or_path or name_or_path.startswith("~"):
+        raise DataError(f"{p}: not found; pass an existing IDX folder or .npz, or one of {', '.join(SOURCES)}")
     raise DataError(f"unknown dataset '{name_or_path}'; use {', '.join(SOURCES)}, "
                     f"a folder of IDX files or a .npz with {', '.join(NPZ_KEYS)}")
 

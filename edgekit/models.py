@@ -31,7 +31,7 @@ def build_mlp(input_shape, num_classes: int):
     ], name="mlp")
 
 
-def build_cnn(input_shape, num_classes: int):
+def build_cnn(input_shape, num_classes: int, dropout: float = 0.3):
     """The reference CNN (Conv 32, pool, Conv 64, pool, Dense) with dropout before the classifier."""
     k = _keras()
     return k.Sequential([
@@ -41,7 +41,7 @@ def build_cnn(input_shape, num_classes: int):
         k.layers.Conv2D(64, 3, activation="relu"),
         k.layers.MaxPooling2D(2),
         k.layers.Flatten(),
-        k.layers.Dropout(0.3),
+        k.layers.Dropout(dropout),
         k.layers.Dense(num_classes, name="logits"),
     ], name="cnn")
 
@@ -89,6 +89,11 @@ class Network:
     epochs: int            # default training epochs (early stopping may end sooner)
     learning_rate: float   # peak Adam rate of the warm-up + cosine schedule
     description: str
+    flip: bool = False     # augmentation: random horizontal flip (clothes keep their class mirrored)
+    shift_px: int = 0      # augmentation: random shift of up to this many pixels each way
+    clean_epochs: int = 0  # epochs before augmentation starts (it slows early progress, helps late)
+    weight_decay: float = 0.0  # decoupled (AdamW-style), times the learning rate; not on biases/BN
+    ema_momentum: float = 0.0  # > 0: validate and keep a moving average of the weights (train.EmaValidation)
 
 
 NETWORKS: dict[str, Network] = {n.name: n for n in [

@@ -21,11 +21,17 @@ class Progress:
     """Prints `[elapsed] stage | model | step | ~left` lines; quiet=True prints nothing."""
 
     def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
-        self.stream = stream or sys.stderr
+        self._stream = stream
         self.quiet = quiet
         self.t0 = time.monotonic()
         self.stage_name = ""
         self.stage_t0 = self.t0
+
+    @property
+    def stream(self) -> TextIO:
+        """The given stream, else the *current* sys.stderr (looked up per line, so a Progress
+        made at import time still writes where stderr points now)."""
+        return self._stream or sys.stderr
 
     def start_stage(self, name: str) -> None:
         self.stage_name = name
@@ -47,7 +53,7 @@ class Progress:
         print(" | ".join(parts), file=self.stream, flush=True)
 
     def done(self, what: str = "") -> None:
-        self.update(f"{self.stage_name} done in {_clock(time.monotonic() - self.stage_t0)}"
+        self.update(f"{self.stage_name or 'edgekit'} done in {_clock(time.monotonic() - self.stage_t0)}"
                     + (f" ({what})" if what else ""))
 
 

@@ -46,7 +46,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if not tmp.exists():
             raise RunDirError(f"internal: nothing was written for {path}")
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            shutil.rmtree(path)  # a folder artifact (SavedModel) cannot be renamed over atomically
+        elif tmp.is_dir() and (path.exists() or path.is_symlink()):
+            path.unlink()  # a folder replacing a file: rename() would refuse
         os.replace(tmp, path)
     finally:
         if tmp.is_dir():
@@ -80,8 +82,8 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
-    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalar or array
-        return obj.tolist()
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy scalar or array (NaN inside too)
+        return to_jsonable(obj.tolist())
     if isinstance(obj, float) and obj != obj:  # NaN is not JSON
         return None
     return obj
@@ -173,6 +175,9 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
     if not p.exists():
         return empty_manifest()
     m = read_json(p)
+    if not isinstance(m, dict):
+        raise RunDirError(f"{p} is not a manifest (a JSON {type(m).__name__}, not an object); "
+                          f"use a new --out directory")
     if m.get("schema_version") != MANIFEST_SCHEMA_VERSION:
         raise RunDirError(f"{p} has schema_version {m.get('schema_version')}, expected "
                           f"{MANIFEST_SCHEMA_VERSION}; use a new --out directory")

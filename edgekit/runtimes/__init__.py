@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from edgekit.errors import ConfigError
 
@@ -34,6 +33,16 @@ class Runtime:
     def can_run(self, path: str | Path) -> bool:
         p = Path(path)
         return p.suffix in self.suffixes or (p.is_dir() and ".savedmodel" in self.suffixes)
+
+    def option_grid(self) -> list[dict]:
+        """Every combination of option values the bench runs (one dict per combination), plus
+        whatever the runtime module adds for what is installed (e.g. ONNX Runtime GPU providers)."""
+        import itertools
+
+        names = list(self.options)
+        grid = [dict(zip(names, values)) for values in itertools.product(*(self.options[n] for n in names))]
+        extra = getattr(importlib.import_module(self.module), "extra_option_sets", None)
+        return grid + (extra(grid) if extra else [])
 
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in [
@@ -72,7 +81,8 @@ def quantize(x, scale: float, zero_point: int, dtype):
     import numpy as np
 
     info = np.iinfo(dtype)
-    q = np.round(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+    v = np.asarray(x, np.float32) / np.float32(scale)
+    q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)) + zero_point  # np.round would round half to even
     return np.clip(q, info.min, info.max).astype(dtype)
 
 

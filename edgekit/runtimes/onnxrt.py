@@ -6,11 +6,14 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import ModelError
-from edgekit.runtimes import dequantize, quantize
 
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 _NP = {"tensor(float)": np.float32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
+# Providers that compute (Azure, for one, only forwards to a remote endpoint); TensorRT is left
+# out: building its engines takes minutes per file, which no bench budget affords.
+COMPUTE_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "OpenVINOExecutionProvider",
+                     "DmlExecutionProvider", "CoreMLExecutionProvider", "DnnlExecutionProvider")
 
 
 def available() -> bool:
@@ -19,6 +22,17 @@ def available() -> bool:
         return True
     except ImportError:
         return False
+
+
+def extra_option_sets(grid: list[dict]) -> list[dict]:
+    """The default option sets again on each installed non-CPU provider ("other providers when
+    installed"); nothing when onnxruntime is missing or has only the CPU provider."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    installed = [p for p in ort.get_available_providers() if p in COMPUTE_PROVIDERS]
+    return [dict(options, provider=p) for p in installed for options in grid]
 
 
 def session_options(threads: int = 1, graph_optimization: str = "all", optimized_model_path: str | None = None):

@@ -1,0 +1,222 @@
+"""One benchmark worker: a subprocess that runs one runtime over many files.
+
+Each runtime is measured in a process of its own, so its peak resident memory is its own (no
+TensorFlow in the LiteRT or ONNX Runtime numbers), its thread pools are set once (TensorFlow
+fixes them at first use: one Keras worker per thread count), and a runtime that crashes takes
+down only its worker (edgekit.bench restarts one for the files left).
+
+    python -m edgekit.bench_worker JOB.json
+
+The job (written by edgekit.bench) names the runtime, the files ("units"), the option sets,
+threads, batches, the timing settings and the test images (.npy). The worker writes one JSON
+event per line to its stdout and nothing else there (anything a library prints goes to stderr):
+  {"type": "ready", "baseline_rss_mb", "rss_resets"}  runtime imported, data loaded, no model yet
+  {"type": "unit", "id"}                              starting a file
+  {"type": "timing", "id", "options", "threads", "batch", "stats" | "error", "peak_rss_mb", "seconds"}
+  {"type": "predictions", "id", "options", "classes" | "error", "seconds"}
+  {"type": "unavailable", "error"}                    the runtime is not installed
+Peak memory: see `peak_rss_mb`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+PREDICT_CHUNK = 2048   # images converted to float at a time (the data stays uint8 until then)
+
+Emit = Callable[..., None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Resident memory
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark to the current RSS (Linux >= 4.0); False if unsupported,
+    in which case peak_rss_mb is the worker's peak since it started."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def release_memory() -> None:
+    """Collect garbage and hand free heap pages back to the OS (glibc malloc_trim), so memory an
+    earlier session freed does not count in the next session's peak."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def rss_mb() -> float | None:
+    kb = _status_kb("VmRSS")
+    return None if kb is None else round(kb / 1024.0, 2)
+
+
+def peak_rss_mb() -> float:
+    """VmHWM: the peak resident set of this whole process since the last reset: the Python
+    interpreter, the runtime's libraries, the worker's test images, allocator pages kept from
+    earlier sessions, plus this session (model, arena, thread pool)."""
+    kb = _status_kb("VmHWM")
+    if kb is not None:
+        return round(kb / 1024.0, 2)
+    import resource  # not Linux: ru_maxrss is KiB on Linux, bytes on macOS
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The work
+
+def one_line(e: BaseException) -> str:
+    """An error for a record: the message, and where it came from when it is not edgekit's own."""
+    from edgekit.errors import EdgekitError
+
+    text = str(e).strip().splitlines()
+    msg = text[0][:400] if text else ""
+    if isinstance(e, EdgekitError):
+        return msg
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(e).__name__}: {msg}{where}"
+
+
+def as_float(x: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> the [0, 1] float32 the models take; float data passes through."""
+    from edgekit.data import to_float
+
+    return to_float(x) if x.dtype == np.uint8 else np.asarray(x, np.float32)
+
+
+def predict_classes(session, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Top-1 class of every image, batched as the runtime allows."""
+    classes = []
+    for i in range(0, len(x), PREDICT_CHUNK):
+        logits = session.predict(as_float(x[i:i + PREDICT_CHUNK]), batch_size=batch_size)
+        classes.append(np.asarray(logits).reshape(len(logits), -1).argmax(axis=1))
+    return np.concatenate(classes)
+
+
+def timing_batch(x: np.ndarray, batch: int) -> np.ndarray:
+    """The first `batch` test images (cycled if the set is smaller), as float inputs."""
+    idx = np.arange(batch) % len(x)
+    return as_float(x[idx])
+
+
+def run_job(job: dict, emit: Emit) -> None:
+    from edgekit.latency import TimingSettings
+    from edgekit.runtimes import get_runtime
+
+    runtime = get_runtime(job["runtime"])
+    if not runtime.available():
+        emit(type="unavailable", error=f"runtime '{runtime.name}' is not installed here; "
+                                       f"install it (pip install -e .) or drop it from --runtimes")
+        return
+    data = {key: np.load(path, allow_pickle=False) for key, path in job["data"].items()}
+    timing = TimingSettings(**job["timing"]) if job.get("timing") else None
+    timing_threads = job["threads"] if timing else []
+    release_memory()
+    emit(type="ready", baseline_rss_mb=rss_mb(), rss_resets=reset_peak_rss())
+    for unit in job["units"]:
+        emit(type="unit", id=unit["id"])
+        x, path = data[unit["data"]], Path(unit["path"])
+        for options, limit in zip(job["option_sets"], job["predict_samples"]):
+            x_predict = x if limit is None else x[:limit]
+            predicted = False
+            for threads in timing_threads:
+                predict = job["predict"] and threads == job["predict_threads"]
+                _session(runtime, path, x, unit["id"], options, threads, job, timing,
+                         x_predict if predict else None, emit)
+                predicted |= predict
+            if job["predict"] and not predicted:
+                _session(runtime, path, x, unit["id"], options, job["predict_threads"], job, None, x_predict, emit)
+
+
+def _session(runtime, path: Path, x: np.ndarray, uid: int, options: dict, threads: int, job: dict,
+             timing, x_predict: np.ndarray | None, emit: Emit) -> None:
+    """One session: every batch size timed (smallest first), then the accuracy run on the same
+    session (a second load of a QAT Keras model alone costs ~2.4 s). The memory peak is reset
+    before the session opens, so each timing record's peak covers this session up to its batch
+    and not the accuracy run's larger batches."""
+    from edgekit.latency import benchmark
+
+    release_memory()
+    reset_peak_rss()
+    t0 = time.monotonic()
+    batches = sorted(job["batches"]) if timing else []
+    base = {"id": uid, "options": options}
+    try:
+        session = runtime.open(path, threads=threads, **options)
+    except Exception as e:  # a runtime's own error types vary; the record says which
+        for batch in batches:
+            emit(type="timing", **base, threads=threads, batch=batch, error=one_line(e))
+        if x_predict is not None:
+            emit(type="predictions", **base, error=one_line(e), seconds=round(time.monotonic() - t0, 3))
+        return
+    for batch in batches:
+        t0 = time.monotonic()
+        try:
+            fn = session.bind(session.prepare(timing_batch(x, batch)))
+            stats = benchmark(fn, batch, timing)
+        except Exception as e:
+            emit(type="timing", **base, threads=threads, batch=batch, error=one_line(e), peak_rss_mb=peak_rss_mb())
+            continue
+        emit(type="timing", **base, threads=threads, batch=batch, stats=stats.to_dict(),
+             peak_rss_mb=peak_rss_mb(), seconds=round(time.monotonic() - t0, 3))
+    if x_predict is not None:
+        t0 = time.monotonic()
+        try:
+            classes = predict_classes(session, x_predict, job["predict_batch"])
+        except Exception as e:
+            emit(type="predictions", **base, error=one_line(e), seconds=round(time.monotonic() - t0, 3))
+            return
+        emit(type="predictions", **base, classes=classes.tolist(), seconds=round(time.monotonic() - t0, 3))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m edgekit.bench_worker JOB.json", file=sys.stderr)
+        return 2
+    job = json.loads(Path(argv[0]).read_text())
+    # Events own the real stdout; fd 1 now points at stderr, so a library printing to stdout
+    # (C++ logs, Python prints) cannot corrupt the event stream.
+    events = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def emit(**event) -> None:
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+
+    run_job(job, emit)
+    events.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""`edgekit check`: the CI gate. Every variant a profile asks for must meet its thresholds.
+
+Judged from the run directory alone: the export stage's parity figures and audit in
+manifest.json (with each file's hash re-checked, so the figures still describe the file), the
+bench records in results.json, and, with a baseline results.json, latency regressions decided on
+a bootstrap interval of the p50 ratio over repeat blocks (edgekit.stats.judge_regression).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit import rundir
+from edgekit.config import Profile, Thresholds, load_profile, profile_from_dict
+from edgekit.errors import ConfigError, RunDirError
+from edgekit.report import read_results, runtime_label
+from edgekit.stats import judge_regression
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One judged figure: what, of which model/variant (and runtime setting), against which limit."""
+    model: str
+    variant: str
+    check: str                       # exported, export, file, a threshold name, int8_audit, bench, latency_p50_ratio
+    value: float | str | None
+    limit: float | str | None
+    passed: bool
+    runtime: str = ""                # latency/bench rows: "litert xnnpack=on t1 b1"
+    note: str = ""                   # by how much, or why
+    noisy: bool = False              # a latency comparison the data could not decide (not a failure)
+    measured: bool = True            # False: the figure could not be measured (no labels...), not a failure
+
+    @property
+    def status(self) -> str:
+        if not self.passed:
+            return "FAIL"
+        return "noisy" if self.noisy else ("n/a" if not self.measured else "ok")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    passed: bool
+    table: str                       # what failed and by how much, then a one-line verdict
+    rows: tuple[CheckRow, ...]
+    noisy: bool                      # some latency comparison was too noisy to judge
+    profile: str = ""
+
+
+def check_run(run_dir: str | Path, profile: str | None = None, baseline: str | None = None) -> CheckResult:
+    """Judge a run directory against a profile (default: the one its export used)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist; pass the --run of a finished export")
+    export = rundir.require_stage(run_dir, "export", f"run `edgekit export --run {run_dir}` first")
+    prof = _resolve_profile(export, profile, run_dir)
+    results = read_results(run_dir / "results.json") if (run_dir / "results.json").exists() else None
+    base = None
+    if baseline is not None:
+        if results is None:
+            raise RunDirError(f"{run_dir / 'results.json'} does not exist; run `edgekit bench --run {run_dir}` "
+                              "before comparing with a baseline")
+        if not Path(baseline).is_file():
+            raise RunDirError(f"baseline {baseline} does not exist; pass the results.json of an earlier "
+                              "`edgekit bench` run")
+        base = read_results(Path(baseline))
+
+    rows: list[CheckRow] = []
+    judged: dict[tuple[str, str], Thresholds] = {}   # (model, variant) with a file to judge -> thresholds
+    for model, mrec in sorted(export.get("models", {}).items()):
+        model_rows, model_judged = _variant_rows(run_dir, model, mrec, prof)
+        rows += model_rows
+        judged.update(model_judged)
+    if not rows:
+        rows.append(CheckRow("-", "-", "exported", "nothing", "variants", False,
+                             note=f"the run has no exported models; run `edgekit export --run {run_dir}`"))
+    if results is not None:
+        rows += _bench_rows(results, judged)
+    latency_note = ""
+    if base is not None:
+        latency_rows, candidates = _latency_rows(results, base, judged)
+        rows += latency_rows
+        latency_note = f"latency vs {baseline}: {len(latency_rows)} of {candidates} measurements compared"
+        if candidates and not latency_rows:
+            latency_note += " (the baseline has no matching records)"
+
+    passed = all(r.passed for r in rows)
+    return CheckResult(passed=passed, table=_table(rows, prof, latency_note), rows=tuple(rows),
+                       noisy=any(r.noisy for r in rows), profile=prof.name)
+
+
+# ---------------------------------------------------------------- inputs
+
+def _resolve_profile(export: dict, name: str | None, run_dir: Path) -> Profile:
+    if name:
+        return load_profile(name)
+    recorded = export.get("profile")
+    if not recorded:
+        raise ConfigError(f"{run_dir / rundir.MANIFEST} records no export profile; pass --profile NAME")
+    try:
+        return profile_from_dict(recorded)
+    except TypeError as e:
+        raise ConfigError(f"the profile recorded in {run_dir / rundir.MANIFEST} is unreadable ({e}); "
+                          "pass --profile NAME") from None
+
+
+# ---------------------------------------------------------------- export figures
+
+def _variant_rows(run_dir: Path, model: str, mrec: dict,
+                  prof: Profile) -> tuple[list[CheckRow], dict[tuple[str, str], Thresholds]]:
+    """Re-judge every variant the profile asks for by ITS thresholds (not the verdict export
+    recorded, which used the export's profile), from the recorded parity figures and file sizes."""
+    from edgekit.parity import check_thresholds
+
+    variants = mrec.get("variants", {})
+    wanted = prof.variants or tuple(variants)
+    rows: list[CheckRow] = []
+    judged: dict[tuple[str, str], Thresholds] = {}
+    for name in wanted:
+        v = variants.get(name)
+        if v is None:
+            rows.append(CheckRow(model, name, "exported", "missing", "present", False,
+                                 note=f"profile '{prof.name}' asks for it; run `edgekit export --run "
+                                      f"{run_dir} --profile {prof.name}`"))
+            continue
+        if not (v.get("file") and v.get("parity")):  # conversion failed or skipped: nothing to judge
+            error = (v.get("error") or "no error recorded").splitlines()[0][:200]
+            rows.append(CheckRow(model, name, "export", v.get("status", "?"), "ok", False, note=error))
+            continue
+        # a file export marked failed for missing the export profile's thresholds is judged again here
+        th = prof.thresholds_for(name, v.get("variant_class", ""))
+        judged[(model, name)] = th
+        state, ok, why = _file_state(run_dir, v["file"])
+        rows.append(CheckRow(model, name, "file", state, "intact", ok, note=why))
+        ref_name = f"{v.get('format')}-fp32"
+        ref = variants.get(ref_name) or {}
+        for c in check_thresholds(th, v["parity"], v["file"].get("size_bytes"),
+                                  (ref.get("file") or {}).get("size_bytes")):
+            rows.append(_threshold_row(model, name, c, ref_name))
+        if str(v.get("variant_class", "")).startswith("int8"):
+            audit = v.get("audit") or {}
+            rows.append(CheckRow(model, name, "int8_audit", "passed" if audit.get("passed") else
+                                 ("missing" if not audit else "failed"), "passed", bool(audit.get("passed")),
+                                 note="" if audit.get("passed") else (audit.get("reason") or (
+                                     "the int8 audit did not pass" if audit else "no audit recorded"))))
+    return rows, judged
+
+
+UNITS = {"max_accuracy_drop": " points", "max_size_bytes": " bytes"}
+
+
+def _threshold_row(model: str, variant: str, c: dict, ref_name: str) -> CheckRow:
+    """A parity.check_thresholds row, with by how much it missed (or why it was not measured)."""
+    name, value, limit, passed = c["name"], c["value"], c["limit"], c["passed"]
+    if passed is None:
+        return CheckRow(model, variant, name, None, limit, True, note=c.get("note", "not measured"),
+                        measured=False)
+    note = c.get("note", "")
+    if not passed and value is not None:
+        gap = (limit - value) if name.startswith("min_") else (value - limit)
+        note = f"{'short' if name.startswith('min_') else 'over'} by {_fmt(gap)}{UNITS.get(name, '')}"
+        if name == "max_size_ratio":
+            note += f" (vs {ref_name})"
+    return CheckRow(model, variant, name, value, limit, bool(passed), note=note)
+
+
+def _file_state(run_dir: Path, rec: dict) -> tuple[str, bool, str]:
+    """The file must still be the one the parity figures were measured on: (state, ok, why)."""
+    path = rundir.resolve(run_dir, rec["path"])
+    if not path.exists():
+        return "missing", False, f"{rec['path']} is gone; re-run `edgekit export --force`"
+    if rundir.sha256_file(path) != rec.get("sha256"):
+        return "changed", False, f"{rec['path']} no longer matches its recorded sha256; re-run `edgekit export --force`"
+    return "intact", True, ""
+
+
+# ---------------------------------------------------------------- bench records
+
+def setting_label(rec: dict) -> str:
+    """'litert xnnpack=on t1 b1': runtime, its options, threads and batch of one bench record."""
+    return f"{runtime_label(rec)} t{rec.get('threads')} b{rec.get('batch')}"
+
+
+def _setting_key(rec: dict) -> tuple:
+    return (rec.get("model"), rec.get("variant"), rec.get("runtime"),
+            json.dumps(rec.get("runtime_options") or {}, sort_keys=True), rec.get("threads"), rec.get("batch"))
+
+
+def _bench_rows(results: dict, judged: dict) -> list[CheckRow]:
+    """A judged variant that a runtime failed to run is not deployable there."""
+    rows = []
+    for rec in results["records"]:
+        if (rec.get("model"), rec.get("variant")) in judged and rec.get("status") != "ok":
+            error = (rec.get("error") or "no error recorded").splitlines()[0][:160]
+            rows.append(CheckRow(rec["model"], rec["variant"], "bench", rec.get("status", "?"), "ok", False,
+                                 runtime=setting_label(rec), note=error))
+    return rows
+
+
+def _latency_rows(results: dict, baseline: dict, judged: dict) -> tuple[list[CheckRow], int]:
+    """One row per current measurement with a latency bound and a baseline twin (same model,
+    variant, runtime, options, threads, batch); also how many had a bound at all."""
+    base = {_setting_key(r): r for r in baseline["records"] if r.get("status") == "ok"}
+    rows, candidates = [], 0
+    for rec in results["records"]:
+        th = judged.get((rec.get("model"), rec.get("variant")))
+        if rec.get("status") != "ok" or th is None or th.max_latency_regression is None:
+            continue
+        candidates += 1
+        old = base.get(_setting_key(rec))
+        if old is None:
+            continue
+        v = judge_regression(rec.get("p50_repeats_ms"), old.get("p50_repeats_ms"), th.max_latency_regression)
+        rows.append(CheckRow(rec["model"], rec["variant"], "latency_p50_ratio",
+                             None if v.ratio is None else v.ratio.estimate, v.limit, v.passed,
+                             runtime=setting_label(rec),
+                             note=f"{_fmt(old.get('p50_ms'))} -> {_fmt(rec.get('p50_ms'))} ms; {v.reason}",
+                             noisy=v.verdict == "noisy"))
+    return rows, candidates
+
+
+# ---------------------------------------------------------------- the printed table
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _table(rows: list[CheckRow], prof: Profile, latency_note: str) -> str:
+    """The rows that are not plainly ok (failed, noisy, not measured), then the verdict line."""
+    shown = [r for r in rows if r.status != "ok"]
+    failed = [r for r in rows if not r.passed]
+    noisy = [r for r in rows if r.noisy]
+    unmeasured = [r for r in rows if not r.measured]
+    lines = []
+    if shown:
+        header = ("status", "model", "variant", "runtime", "check", "value", "limit", "by how much / why")
+        body = [(r.status, r.model, r.variant, r.runtime or "-", r.check, _fmt(r.value), _fmt(r.limit), r.note)
+                for r in shown]
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+        widths[-1] = 0  # the last column is free text
+        for cells in (header, *body):
+            lines.append("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip())
+        lines.append("")
+    parts = [f"{len(rows) - len(failed) - len(unmeasured) - len(noisy)} of {len(rows)} checks passed on "
+             f"{len({(r.model, r.variant) for r in rows})} variants (profile {prof.name})"]
+    if latency_note:
+        parts.append(latency_note)
+    if noisy:
+        parts.append(f"{len(noisy)} too noisy to judge (not failures; re-run the bench on a quieter machine)")
+    if unmeasured:
+        parts.append(f"{len(unmeasured)} not measured (not failures)")
+    lines.append(f"{'PASSED' if not failed else 'FAILED'}: " + "; ".join(parts))
+    return "\n".join(lines)

@@ -1,0 +1,235 @@
+"""One registry of export variants: how each TFLite/ONNX file is made from the Keras models.
+
+Every TFLite file comes from `TFLiteConverter.from_keras_model` with a dynamic batch dimension,
+so runtimes can resize it. Every ONNX file takes a float32 NHWC input named "image" with a
+dynamic batch. The int8 ONNX files hold int8 weight initializers (see edgekit.onnx_int8); the
+orchestration (paths, manifest, parity) lives in edgekit.export.
+"""
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from edgekit.errors import ConfigError, ExportError, ModelError
+
+
+@dataclass(frozen=True)
+class ConversionInputs:
+    float_model: Any                  # tf_keras model, logits output
+    qat_model: Any | None             # QAT-wrapped, fine-tuned tf_keras model; None if QAT unavailable
+    representative: np.ndarray | None # float32 NHWC calibration images in the model's input range
+    opset: int = 17
+    input_name: str = "image"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str            # "tflite-int8-qat"
+    format: str          # "tflite" | "onnx"
+    variant_class: str   # "float" | "fp16" | "dynamic" | "int8-ptq" | "int8-qat"
+    needs_qat: bool
+    needs_calibration: bool
+    io_dtype: str        # "float32" | "int8"
+    suffix: str          # ".tflite" | ".onnx"
+    reference: str       # "float" | "qat": which Keras model its parity is judged against
+    make: Callable[[ConversionInputs, Path], None]  # writes the file at the given (temporary) path
+    description: str
+
+
+# ----------------------------------------------------------------------------- TFLite
+
+def _tflite(model, path: Path, configure: Callable[[Any], None], what: str) -> None:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    configure(converter)
+    try:
+        with warnings.catch_warnings():
+            # int8 I/O: TF warns it has no input statistics, yet the input range is known
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            data = converter.convert()
+    except Exception as e:  # the converter raises ConverterError/ValueError/RuntimeError
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ExportError(f"TFLite {what} conversion of '{model.name}' failed ({type(e).__name__}: {first}); "
+                          f"check the model's layers are TFLite-supported") from None
+    Path(path).write_bytes(data)
+
+
+def _representative_gen(x: np.ndarray):
+    def gen():
+        for i in range(len(x)):
+            yield [np.ascontiguousarray(x[i:i + 1], np.float32)]
+    return gen
+
+
+def _require_calibration(inputs: ConversionInputs, variant: str) -> np.ndarray:
+    x = inputs.representative
+    if x is None or len(x) == 0:
+        raise ConfigError(f"variant '{variant}' needs calibration images; pass a representative set "
+                          f"(profile representative_samples > 0 or --calibration FILE)")
+    want = tuple(int(d) for d in inputs.float_model.input_shape[1:])
+    if tuple(x.shape[1:]) != want:
+        raise ConfigError(f"calibration images have shape {tuple(x.shape[1:])}, the model takes {want}; "
+                          f"pass images of shape (N, {', '.join(map(str, want))})")
+    return np.asarray(x, np.float32)
+
+
+def _require_qat(inputs: ConversionInputs, variant: str):
+    if inputs.qat_model is None:
+        raise ModelError(f"variant '{variant}' needs the QAT model, which is unavailable for this network; "
+                         f"drop '{variant}' from the profile's variants")
+    return inputs.qat_model
+
+
+def make_tflite_fp32(inputs: ConversionInputs, path: Path) -> None:
+    _tflite(inputs.float_model, path, lambda c: None, "fp32")
+
+
+def make_tflite_fp16(inputs: ConversionInputs, path: Path) -> None:
+    import tensorflow as tf
+
+    def configure(c):
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        c.target_spec.supported_types = [tf.float16]
+    _tflite(inputs.float_model, path, configure, "fp16")
+
+
+def make_tflite_dynamic(inputs: ConversionInputs, path: Path) -> None:
+    import tensorflow as tf
+
+    def configure(c):
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+    _tflite(inputs.float_model, path, configure, "dynamic-range")
+
+
+def make_tflite_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
+    import tensorflow as tf
+
+    x = _require_calibration(inputs, "tflite-int8-ptq")
+
+    def configure(c):
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        c.representative_dataset = _representative_gen(x)
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        c.inference_input_type = tf.int8
+        c.inference_output_type = tf.int8
+    _tflite(inputs.float_model, path, configure, "int8 post-training")
+
+
+def make_tflite_int8_qat(inputs: ConversionInputs, path: Path) -> None:
+    import tensorflow as tf
+
+    qat = _require_qat(inputs, "tflite-int8-qat")
+
+    def configure(c):  # ranges come from the QAT quantizers: no representative set, and asking
+        c.optimizations = [tf.lite.Optimize.DEFAULT]  # for TFLITE_BUILTINS_INT8 would demand one
+        c.inference_input_type = tf.int8
+        c.inference_output_type = tf.int8
+    _tflite(qat, path, configure, "int8 QAT")
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+def make_onnx_fp32(inputs: ConversionInputs, path: Path) -> None:
+    import onnx
+
+    from edgekit.onnx_int8 import compact, keras_to_onnx
+
+    onnx.save(compact(keras_to_onnx(inputs.float_model, inputs.opset, inputs.input_name)), str(path))
+
+
+def make_onnx_int8_qat(inputs: ConversionInputs, path: Path) -> None:
+    from edgekit.onnx_int8 import qat_onnx_int8
+
+    qat_onnx_int8(_require_qat(inputs, "onnx-int8-qat"), path, inputs.opset, inputs.input_name)
+
+
+def make_onnx_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
+    from edgekit.onnx_int8 import ptq_onnx_int8
+
+    x = _require_calibration(inputs, "onnx-int8-ptq")
+    with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        make_onnx_fp32(inputs, fp32)
+        ptq_onnx_int8(fp32, x, path, inputs.input_name)
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in [
+    Variant("tflite-fp32", "tflite", "float", False, False, "float32", ".tflite", "float", make_tflite_fp32,
+            "TFLite float32, from the float Keras model"),
+    Variant("tflite-fp16", "tflite", "fp16", False, False, "float32", ".tflite", "float", make_tflite_fp16,
+            "TFLite with float16 weights (dequantized to float32 at load), float32 I/O"),
+    Variant("tflite-dynamic", "tflite", "dynamic", False, False, "float32", ".tflite", "float",
+            make_tflite_dynamic, "TFLite dynamic-range: int8 weights, float activations, float32 I/O"),
+    Variant("tflite-int8-ptq", "tflite", "int8-ptq", False, True, "int8", ".tflite", "float",
+            make_tflite_int8_ptq, "TFLite full-integer, post-training calibrated, int8 I/O"),
+    Variant("tflite-int8-qat", "tflite", "int8-qat", True, False, "int8", ".tflite", "qat",
+            make_tflite_int8_qat, "TFLite full-integer from the QAT model, int8 I/O"),
+    Variant("onnx-fp32", "onnx", "float", False, False, "float32", ".onnx", "float", make_onnx_fp32,
+            "ONNX float32 (tf2onnx), NHWC input 'image'"),
+    Variant("onnx-int8-ptq", "onnx", "int8-ptq", False, True, "float32", ".onnx", "float", make_onnx_int8_ptq,
+            "ONNX QDQ by ONNX Runtime static quantization (uint8 activations, per-channel int8 weights)"),
+    Variant("onnx-int8-qat", "onnx", "int8-qat", True, False, "float32", ".onnx", "qat", make_onnx_int8_qat,
+            "ONNX QDQ from the QAT model with int8 weights on the QAT grid (uint8 activations)"),
+]}
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ConfigError(f"unknown variant '{name}'; choose from {', '.join(VARIANTS)}") from None
+
+
+# ----------------------------------------------------------------------------- file I/O details
+
+def io_details(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """Per input/output: name, shape (-1 for dynamic), dtype, scale and zero_point (None for float)."""
+    path = Path(path)
+    if path.suffix == ".tflite":
+        return _tflite_io(path)
+    if path.suffix == ".onnx":
+        return _onnx_io(path)
+    raise ConfigError(f"{path}: io_details reads .tflite and .onnx files, not '{path.suffix}'")
+
+
+def _tflite_io(path: Path) -> tuple[list[dict], list[dict]]:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    try:
+        it = Interpreter(model_path=str(path),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: LiteRT cannot load this file ({e}); re-export it") from None
+
+    def one(d: dict) -> dict:
+        scale, zp = d["quantization"]
+        quantized = np.dtype(d["dtype"]).kind in "iu" and scale != 0.0
+        return {"name": d["name"], "shape": [int(s) for s in d["shape_signature"]],
+                "dtype": np.dtype(d["dtype"]).name,
+                "scale": float(scale) if quantized else None, "zero_point": int(zp) if quantized else None}
+    return [one(d) for d in it.get_input_details()], [one(d) for d in it.get_output_details()]
+
+
+def _onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
+    import onnx
+    from onnx import helper
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise ModelError(f"{path}: not a readable ONNX file ({type(e).__name__}); re-export it") from None
+    inits = {i.name for i in model.graph.initializer}
+
+    def one(vi) -> dict:
+        t = vi.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+        return {"name": vi.name, "shape": shape, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name,
+                "scale": None, "zero_point": None}
+    return ([one(v) for v in model.graph.input if v.name not in inits], [one(v) for v in model.graph.output])

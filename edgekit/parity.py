@@ -1,0 +1,180 @@
+"""Parity of an exported file with the Keras model it came from, and the profile's checks.
+
+Everything here compares *dequantized float outputs* (the runtime sessions dequantize int8
+outputs with the file's own scale and zero point), so a float file, an fp16 file and an
+int8 file are judged on the same scale: logits. The comparison itself is pure numpy, so it
+can be checked against numbers worked out by hand.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.config import Thresholds
+from edgekit.errors import ExportError
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """How closely one model's outputs follow a reference model's on the same inputs."""
+    samples: int
+    agreement: float                  # fraction of samples with the same top-1 class, 0..1
+    max_abs_diff: float               # max |output - reference output| over all samples and classes
+    mean_abs_diff: float              # mean of the same
+    accuracy: float | None            # top-1 accuracy of `outputs` (None without labels)
+    reference_accuracy: float | None  # top-1 accuracy of the reference (None without labels)
+
+    def to_dict(self) -> dict:
+        """JSON-safe: a non-finite diff (NaN/inf outputs) becomes None, which fails any check."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in asdict(self).items()}
+
+
+def _as_2d(name: str, a: Any) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:  # e.g. (N, 1, 1, C) from a conv head: compare per sample, flattened
+        a = a.reshape(len(a), -1)
+    if len(a) == 0:
+        raise ExportError(f"parity: {name} are empty; give at least one sample")
+    return a
+
+
+def compare(reference_outputs: Any, outputs: Any, labels: Any = None) -> ParityResult:
+    """Top-1 agreement, max/mean absolute difference and (with labels) both accuracies.
+
+    Ties in argmax resolve to the lowest class index on both sides (numpy's rule), so two
+    identical outputs always agree.
+    """
+    ref, out = _as_2d("reference outputs", reference_outputs), _as_2d("outputs", outputs)
+    if ref.shape != out.shape:
+        raise ExportError(f"parity: outputs have shape {out.shape} but the reference model's have "
+                          f"{ref.shape}; the exported file does not compute the same function")
+    ref_top, out_top = ref.argmax(axis=1), out.argmax(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(out - ref)
+    finite = bool(np.all(np.isfinite(diff)))
+    accuracy = reference_accuracy = None
+    if labels is not None:
+        y = np.asarray(labels).reshape(-1)
+        if len(y) != len(ref):
+            raise ExportError(f"parity: {len(y)} labels for {len(ref)} samples; give one label per sample")
+        accuracy = float(np.mean(out_top == y))
+        reference_accuracy = float(np.mean(ref_top == y))
+    return ParityResult(
+        samples=int(len(ref)),
+        agreement=float(np.mean(out_top == ref_top)),
+        max_abs_diff=float(diff.max()) if finite else math.inf,
+        mean_abs_diff=float(diff.mean()) if finite else math.inf,
+        accuracy=accuracy,
+        reference_accuracy=reference_accuracy,
+    )
+
+
+def predict_keras(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs of an in-memory Keras model (or a model file) through the same compiled
+    tf.function the Keras runtime benchmarks, so parity and bench see the same numbers."""
+    from edgekit.runtimes import keras_tf
+
+    if isinstance(model, (str, Path)):
+        session = keras_tf.KerasSession(Path(model))
+    else:
+        session = keras_tf.KerasSession(Path("<in-memory>"), model=model)
+    return session.predict(x, batch_size=batch_size)
+
+
+def predict_file(path: str | Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs of an exported file on its own runtime, dequantized to float."""
+    from edgekit.runtimes import open_file
+
+    return open_file(path, threads=1).predict(x, batch_size=batch_size)
+
+
+def compare_file(path: str | Path, reference: Any, x: np.ndarray, labels: Any = None,
+                 batch_size: int = 256) -> ParityResult:
+    """Run an exported file and its reference on the same sample and compare them.
+
+    `reference` is the reference's outputs on `x` (an array, computed once and reused for
+    every variant of a model), or a Keras model / model file to run now.
+    """
+    if isinstance(reference, np.ndarray):
+        ref = reference
+    else:
+        ref = predict_keras(reference, x, batch_size=batch_size)
+    if len(ref) != len(x):
+        raise ExportError(f"parity: {len(ref)} reference outputs for {len(x)} inputs")
+    return compare(ref, predict_file(path, x, batch_size=batch_size), labels)
+
+
+def accuracy_drop_points(float_accuracy: float | None, accuracy: float | None) -> float | None:
+    """Percentage points lost against the float Keras model (positive = worse)."""
+    if float_accuracy is None or accuracy is None:
+        return None
+    return round((float_accuracy - accuracy) * 100.0, 6)
+
+
+def check_thresholds(thresholds: Thresholds, parity: dict | None, size_bytes: int | None,
+                     fp32_size_bytes: int | None) -> list[dict]:
+    """One row per threshold the profile sets: name, limit, value, passed.
+
+    `parity` is a manifest parity record (with `accuracy_drop_points`). A threshold that cannot
+    be measured here (no labels for accuracy, no fp32 file to compare sizes with) gets
+    passed=None and a note saying why, rather than a silent pass or an invented value;
+    a non-finite output difference (value None) fails.
+    `max_latency_regression` needs a benchmark and a baseline: `edgekit check` judges it.
+    """
+    parity = parity or {}
+    rows: list[dict] = []
+
+    def row(name: str, limit: float, value: float | None, ok, note: str | None = None) -> None:
+        r = {"name": name, "limit": limit, "value": value, "passed": ok}
+        if note:
+            r["note"] = note
+        rows.append(r)
+
+    if thresholds.min_agreement is not None:
+        v = parity.get("agreement")
+        row("min_agreement", thresholds.min_agreement, v,
+            None if v is None else v >= thresholds.min_agreement,
+            "not measured: no parity sample" if v is None else None)
+    if thresholds.max_abs_diff is not None:
+        v = parity.get("max_abs_diff")
+        if parity.get("samples"):
+            row("max_abs_diff", thresholds.max_abs_diff, v, v is not None and v <= thresholds.max_abs_diff,
+                "outputs are not finite (NaN or inf)" if v is None else None)
+        else:
+            row("max_abs_diff", thresholds.max_abs_diff, None, None, "not measured: no parity sample")
+    if thresholds.max_accuracy_drop is not None:
+        v = parity.get("accuracy_drop_points")
+        row("max_accuracy_drop", thresholds.max_accuracy_drop, v,
+            None if v is None else v <= thresholds.max_accuracy_drop,
+            "not measured: the parity sample has no labels" if v is None else None)
+    if thresholds.max_size_ratio is not None:
+        if size_bytes is not None and fp32_size_bytes:
+            v = round(size_bytes / fp32_size_bytes, 6)
+            row("max_size_ratio", thresholds.max_size_ratio, v, v <= thresholds.max_size_ratio)
+        else:
+            row("max_size_ratio", thresholds.max_size_ratio, None, None,
+                "not measured: no fp32 file of the same format in this export")
+    if thresholds.max_size_bytes is not None and size_bytes is not None:
+        row("max_size_bytes", thresholds.max_size_bytes, size_bytes, size_bytes <= thresholds.max_size_bytes)
+    return rows
+
+
+def failed_checks(checks: list[dict]) -> list[dict]:
+    return [c for c in checks if c.get("passed") is False]
+
+
+def describe_failures(checks: list[dict]) -> str:
+    """'min_agreement 0.9812 < 0.995; max_size_ratio 0.41 > 0.32' for the error field."""
+    parts = []
+    for c in failed_checks(checks):
+        op = ">=" if c["name"].startswith("min_") else "<="
+        value = "non-finite" if c["value"] is None else f"{c['value']:.6g}"
+        parts.append(f"{c['name']} {value} (limit {op} {c['limit']:.6g})")
+    return "; ".join(parts)

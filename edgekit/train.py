@@ -1,0 +1,367 @@
+"""`edgekit train`: the reference networks, trained well and reproducibly, into a run directory.
+
+One recipe for every network (its numbers live in models.NETWORKS): Adam with a linear warm-up
+then a cosine decay to zero, batch 128, cheap augmentation on whole batches in tf.data, early
+stopping on validation accuracy with the best weights restored. The validation split is held
+out from the training set; the test set is touched once, at the end, for the record.
+
+Each finished model is written to the manifest at once, keyed by its resolved settings and the
+data's hash, so an interrupted run keeps what it finished and a re-run skips it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tf_keras
+
+from edgekit import rundir
+from edgekit.config import NETWORK_NAMES, TrainConfig
+from edgekit.data import Dataset, load_dataset, make_tf_dataset, split_validation
+from edgekit.devices import Placement, float32_model, placement_scope, resolve_placement, with_float32_logits
+from edgekit.errors import ConfigError, RunDirError
+from edgekit.models import Network, get_network
+from edgekit.progress import SILENT, Progress
+
+EVAL_BATCH = 1000          # validation/test batch: large batches evaluate faster and change no result
+SCHEDULE = "adam, linear warm-up then cosine decay to 0"
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What one training produced (the model is a float32, uncompiled copy with the best weights)."""
+    model: object
+    history: dict
+    metrics: dict
+    fit_seconds: float
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+def train(run_dir, config: TrainConfig, models: Sequence[str] = NETWORK_NAMES, force: bool = False,
+          progress: Progress | None = None) -> dict:
+    """Train `models` into RUN/train/<net>/ and return the manifest's "train" section.
+
+    A model whose record is current (same settings, same data, files intact) is reused. One
+    finished with different settings is kept, and this raises, unless `force` is set.
+    """
+    progress = progress or SILENT
+    if not progress.stage_name:  # called on its own (`edgekit train`), not as a stage of `edgekit run`
+        progress.start_stage("train")
+    run_dir = Path(run_dir)
+    networks = [get_network(n) for n in dict.fromkeys(models)]
+    if not networks:
+        raise ConfigError("no model to train; pass --model mlp, cnn, resnet or all")
+    placement = resolve_placement(config.device, config.mixed_precision, config.xla)
+    data = limit_training(load_dataset(config.dataset, config.data_dir), config.limit)
+    data_sha = data_sha256(data)
+
+    finished = rundir.load_manifest(run_dir).get("stages", {}).get("train", {}).get("models", {})
+    plan: list[tuple[Network, dict, str, bool]] = []
+    for net in networks:  # decide everything before training anything: fail fast, not after an hour
+        resolved = resolve_config(config, net, placement)
+        key = model_key(resolved, data_sha)
+        old = finished.get(net.name)
+        reuse = not force and rundir.is_fresh(run_dir, old, key)
+        if not force and old and old.get("status") == "ok" and old.get("key") != key:
+            raise RunDirError(f"{run_dir} already has '{net.name}' trained with other settings or data; "
+                              f"pass --force to retrain it there, or use a new --out directory")
+        plan.append((net, resolved, key, reuse))
+
+    def record_dataset(m: dict) -> None:
+        section = rundir.stage(m, "train")
+        section["dataset"] = {**data.describe(), "sha256": data_sha, "limit": config.limit}
+        section.setdefault("models", {})
+    rundir.update_manifest(run_dir, record_dataset)
+
+    todo = sum(not reuse for *_, reuse in plan)
+    done = 0
+    for net, resolved, key, reuse in plan:
+        if reuse:
+            progress.update(f"current (same settings and data); reused {finished[net.name]['model']}", model=net.name)
+            continue
+        record = train_one(run_dir, net, data, data_sha, resolved, key, placement, progress, span=(done, todo))
+        done += 1
+
+        def add(m: dict, name: str = net.name, record: dict = record) -> None:
+            rundir.stage(m, "train").setdefault("models", {})[name] = record
+        rundir.update_manifest(run_dir, add)
+    return rundir.load_manifest(run_dir)["stages"]["train"]
+
+
+def train_one(run_dir: Path, net: Network, data: Dataset, data_sha: str, resolved: dict, key: str,
+              placement: Placement, progress: Progress, span: tuple[int, int] = (0, 1)) -> dict:
+    """Train one network, write model.keras and history.json, return its manifest record."""
+    t0 = time.monotonic()
+    trained = fit_network(net.name, data, resolved, placement, progress=progress, span=span)
+    out = run_dir / "train" / net.name
+    with rundir.atomic_path(out / "model.keras") as tmp:
+        trained.model.save(tmp)
+    rundir.atomic_write_json(out / "history.json", trained.history)
+    m = trained.metrics
+    progress.update(f"test_accuracy={m['test_accuracy']:.4f} after {m['epochs_run']} epochs "
+                    f"(best {m['best_epoch']}), {time.monotonic() - t0:.0f}s", model=net.name)
+    return {
+        "status": "ok", "key": key, "config": resolved,
+        "files": [rundir.file_record(run_dir, out / "model.keras"), rundir.file_record(run_dir, out / "history.json")],
+        "model": f"train/{net.name}/model.keras", "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes, "params": int(trained.model.count_params()),
+        "metrics": m, "seconds": round(time.monotonic() - t0, 2), "fit_seconds": round(trained.fit_seconds, 2),
+        "device": placement.device, "data_sha256": data_sha, "versions": rundir.versions(),
+        "finished_utc": rundir.utc_now(),
+    }
+
+
+def resolve_config(config: TrainConfig, net: Network, placement: Placement) -> dict:
+    """Every setting that decides the result, defaults filled in: recorded, and hashed into the key."""
+    d = dataclasses.asdict(config)
+    d.update(network=net.name, epochs=config.epochs or net.epochs,
+             learning_rate=config.learning_rate or net.learning_rate, device=placement.device,
+             schedule=SCHEDULE, weight_decay=net.weight_decay, ema_momentum=net.ema_momentum, flip=net.flip, shift_px=net.shift_px,
+             clean_epochs=net.clean_epochs)
+    return d
+
+
+def model_key(resolved: dict, data_sha: str) -> str:
+    """Where the data came from does not matter, only what it is: the hash stands for the path."""
+    return rundir.stage_key("train", {k: v for k, v in resolved.items() if k not in ("dataset", "data_dir")},
+                            [data_sha])
+
+
+def limit_training(data: Dataset, limit: int | None) -> Dataset:
+    """The first `limit` training images (the test set stays whole, so accuracies stay comparable)."""
+    if limit is None:
+        return data
+    if limit < 2:
+        raise ConfigError(f"--limit must be at least 2 (one image to train on, one to validate), got {limit}")
+    return dataclasses.replace(data, x_train=data.x_train[:limit], y_train=data.y_train[:limit])
+
+
+def data_sha256(data: Dataset) -> str:
+    h = hashlib.sha256()
+    for a in (data.x_train, data.y_train, data.x_test, data.y_test):
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The recipe
+
+def fit_network(name: str, data: Dataset, resolved: dict, placement: Placement, progress: Progress = SILENT,
+                callbacks: Sequence = (), span: tuple[int, int] = (0, 1)) -> Trained:
+    """Seeded training of one network on `data` by the resolved settings (see resolve_config).
+
+    `callbacks` are extra Keras callbacks (the benchmark's per-epoch test evaluation).
+    """
+    net = get_network(name)
+    seed, batch, epochs = int(resolved["seed"]), int(resolved["batch_size"]), int(resolved["epochs"])
+    # Seed first: tf.data's shuffle and random streams derive their seeds from the global one too,
+    # and each model's result must not depend on what this process did before.
+    tf_keras.utils.set_random_seed(seed)
+    x_tr, y_tr, x_val, y_val = split_validation(data.x_train, data.y_train, resolved["val_fraction"], seed)
+    train_ds, steps = training_batches(x_tr, y_tr, batch=batch, epochs=epochs, seed=seed, flip=bool(resolved["flip"]),
+                                       shift_px=int(resolved["shift_px"]),
+                                       clean_epochs=int(resolved["clean_epochs"]))
+    val_ds = without_autotune(make_tf_dataset(x_val, y_val, EVAL_BATCH, shuffle=False))
+
+    def build():
+        return net.build(data.input_shape, data.num_classes)
+
+    ema = float(resolved["ema_momentum"] or 0.0)
+    with deterministic_ops(), placement_scope(placement):
+        model = with_float32_logits(build()) if placement.mixed else build()
+        schedule = warmup_cosine(float(resolved["learning_rate"]), warmup_steps=round(resolved["warmup_epochs"] * steps),
+                                 total_steps=epochs * steps)
+        model.compile(optimizer=adam(schedule, float(resolved["weight_decay"]), ema),
+                      loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"], **placement.compile_kwargs())
+        # with EMA, validation runs in a callback on the averaged weights; Keras' own would see the raw ones
+        validation = [EmaValidation(x_val, y_val)] if ema else []
+        early = tf_keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=int(resolved["patience"]),
+                                                 restore_best_weights=True)
+        log = EpochLog(name, epochs, schedule, progress, span)
+        t0 = time.monotonic()
+        fit = model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, validation_data=None if ema else val_ds,
+                        callbacks=[*validation, log, *callbacks, early], verbose=0)  # early last: it restores the best
+        fit_seconds = time.monotonic() - t0
+    clean = float32_model(model, build)
+    test_accuracy, test_loss = evaluate(clean, data.x_test, data.y_test)
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    history.update(epoch=list(range(1, len(log.seconds) + 1)), learning_rate=log.learning_rates,
+                   epoch_seconds=log.seconds)
+    best = int(np.argmax(history["val_accuracy"]))
+    metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss,
+               "val_accuracy": history["val_accuracy"][best], "epochs_run": len(log.seconds), "best_epoch": best + 1}
+    return Trained(model=clean, history=history, metrics=metrics, fit_seconds=fit_seconds)
+
+
+def warmup_cosine(peak: float, warmup_steps: int, total_steps: int):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+
+    warmup_steps = max(0, min(int(warmup_steps), total_steps - 1))
+    return tf_keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else peak, decay_steps=max(1, total_steps - warmup_steps),
+        alpha=0.0, warmup_target=peak if warmup_steps else None, warmup_steps=warmup_steps)
+
+
+def adam(schedule, weight_decay: float = 0.0, ema_momentum: float = 0.0):
+    """Adam; with `weight_decay`, decoupled decay (AdamW) of the kernels only (biases and
+    BatchNorm scales/offsets are not shrunk, the usual practice); with `ema_momentum`, a moving
+    average of the weights kept in the training step (see EmaValidation)."""
+    optimizer = tf_keras.optimizers.Adam(schedule, weight_decay=weight_decay or None, use_ema=bool(ema_momentum),
+                                         ema_momentum=ema_momentum or 0.99)
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def training_batches(x: np.ndarray, y: np.ndarray, *, batch: int, epochs: int, seed: int, flip: bool = False,
+                     shift_px: int = 0, clean_epochs: int = 0):
+    """All epochs' training batches as one stream, and the steps per epoch.
+
+    Given `steps_per_epoch`, Keras reads one iterator across epochs, so every batch has a global
+    step: it seeds that batch's augmentation, and augmentation starts after `clean_epochs`.
+    """
+    steps = math.ceil(len(y) / batch)
+    ds = make_tf_dataset(x, y, batch, shuffle=True, seed=seed).repeat(epochs)  # reshuffled each epoch
+    if flip or shift_px:
+        ds = augment(ds, flip=flip, shift_px=shift_px, seed=seed, start_step=clean_epochs * steps)
+    return without_autotune(ds), steps
+
+
+def augment(ds, *, flip: bool, shift_px: int, seed: int, start_step: int = 0):
+    """Random horizontal flips and pixel shifts of whole batches from `start_step` on: one
+    resampling op per batch, cheap on a CPU. Stateless random ops seeded by (seed, batch number):
+    the same seed gives the same images."""
+    import tensorflow as tf
+
+    def apply(batch, step):
+        x, y = batch
+        n = tf.shape(x)[0]
+        s = tf.stack([tf.constant(seed, tf.int64), step])
+        on = step >= start_step
+        mirror = tf.random.stateless_uniform([n], seed=s) < tf.where(on, 0.5 if flip else 0.0, 0.0)
+        d = tf.random.stateless_uniform([n, 2], seed=s + [0, 1 << 40], minval=-shift_px, maxval=shift_px + 1,
+                                        dtype=tf.int32)
+        d = tf.cast(d, tf.float32) * tf.cast(on, tf.float32)
+        return flip_shift(x, mirror, d[:, 0], d[:, 1]), y
+
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter()))
+    return ds.map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def flip_shift(images, mirror, dx, dy):
+    """Mirror (where `mirror`) and shift by (dx, dy) pixels a batch of NHWC images; zeros fill in.
+
+    The projective transform reads output pixel (x, y) from input pixel (a0 x + a2, y - dy):
+    a0 = -1 mirrors, a2 shifts. Nearest neighbour with integer shifts: pixel values stay exact.
+    """
+    import tensorflow as tf
+
+    width = tf.cast(tf.shape(images)[2], tf.float32)
+    one, zero = tf.ones_like(dx), tf.zeros_like(dx)
+    a0 = tf.where(mirror, -one, one)
+    a2 = tf.where(mirror, width - 1.0 + dx, -dx)  # mirrored: x_in = w-1-(x-dx)
+    transforms = tf.stack([a0, zero, a2, zero, one, -dy, zero, zero], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
+        fill_value=tf.constant(0.0), interpolation="NEAREST", fill_mode="CONSTANT")
+
+
+def without_autotune(ds):
+    """The same pipeline with tf.data autotuning off. Measured here (TF 2.21, 2 cores): with it on,
+    destroying a partly-read iterator at the end of `fit` waits on the autotune thread for 10-45 s
+    per model; with it off that is gone and epochs are no slower (the pipeline is not the bottleneck)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
+def evaluate(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of a logits model on uint8 images."""
+    logits = model.predict(without_autotune(make_tf_dataset(x, y, EVAL_BATCH, shuffle=False)), verbose=0)
+    logits = logits.astype(np.float64)
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float((logits.argmax(axis=1) == y).mean()), float(-log_p[np.arange(len(y)), y].mean())
+
+
+@contextlib.contextmanager
+def deterministic_ops(enabled: bool = True) -> Iterator[None]:
+    """TensorFlow op determinism for the duration of a fit, restored after (it is process-wide;
+    only `enable` is public API, the query and `disable` live in tensorflow.python)."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    was = tf_config.is_op_determinism_enabled()
+    if enabled and not was:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if enabled and not was:
+            tf_config.disable_op_determinism()
+
+
+class EmaValidation(tf_keras.callbacks.Callback):
+    """Use the moving average of the weights as the model: at each epoch end it is swapped in,
+    validated (val_loss, val_accuracy into the epoch's logs) and left in place for the callbacks
+    after this one (best-weights checkpoint, benchmark clocks); the raw weights go back before
+    the next epoch trains. The average is steadier than the raw weights while the learning rate
+    is high, and equal to them once it has decayed.
+    """
+
+    def __init__(self, x_val: np.ndarray, y_val: np.ndarray) -> None:
+        super().__init__()
+        self.x_val, self.y_val = x_val, y_val
+        self._raw: list | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._raw is not None:
+            for variable, value in zip(self.model.trainable_variables, self._raw):
+                variable.assign(value)
+            self._raw = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._raw = [v.numpy() for v in self.model.trainable_variables]
+        self.model.optimizer.finalize_variable_values(self.model.trainable_variables)  # average -> model
+        accuracy, loss = evaluate(self.model, self.x_val, self.y_val)
+        if logs is not None:
+            logs.update(val_loss=loss, val_accuracy=accuracy)
+
+
+class EpochLog(tf_keras.callbacks.Callback):
+    """One progress line per epoch, plus the epoch times and learning rates for history.json."""
+
+    def __init__(self, name: str, epochs: int, schedule, progress: Progress, span: tuple[int, int]) -> None:
+        super().__init__()
+        self.name, self.epochs, self.schedule, self.progress, self.span = name, epochs, schedule, progress, span
+        self.seconds: list[float] = []
+        self.learning_rates: list[float] = []
+        self._t = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.seconds.append(round(time.monotonic() - self._t, 3))
+        self.learning_rates.append(float(self.schedule(self.model.optimizer.iterations)))
+        done, total = self.span
+        self.progress.update(
+            f"epoch {epoch + 1}/{self.epochs} loss={logs.get('loss', float('nan')):.4f} "
+            f"acc={logs.get('accuracy', float('nan')):.4f} val_acc={logs.get('val_accuracy', float('nan')):.4f} "
+            f"({self.seconds[-1]:.1f}s)", model=self.name, fraction=(done + (epoch + 1) / self.epochs) / total)
