@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full-curve", action="store_true",
                     help="time to accuracy: keep training to the end instead of stopping at the target")
     ap.add_argument("--run", help="run directory for edgekit train (default: a temporary one)")
-    ap.add_argument("--results", default=str(DEFAULT_OUT), help="results JSON to write (and read with --skip-reference)")
+    ap.add_argument("--results", default=str(DEFAULT_OUT),
+                    help="results JSON to write (and to read with --skip-reference)")
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in models if m not in NETWORK_NAMES]

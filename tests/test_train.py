@@ -216,3 +216,37 @@ def test_augmentation_is_seeded_new_each_epoch_and_starts_after_the_clean_epochs
     originals = {img.tobytes() for img in plain}
     assert all(img.tobytes() in originals for img in np.concatenate(late[:2]))  # clean epochs: untouched
     assert sum(img.tobytes() not in originals for img in late[2]) > 20       # then augmented
+
+
+def test_ema_validation_scores_and_keeps_the_average_and_trains_on_the_raw_weights():
+    import tf_keras
+
+    from edgekit.models import build_model
+    from edgekit.train import EmaValidation, adam, evaluate
+
+    data = make_synthetic(n_train=256, n_test=64)
+    ds = make_tf_dataset(data.x_train, data.y_train, 32, shuffle=True, seed=0)
+
+    class Probe(tf_keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.at_begin, self.at_end = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.at_begin.append(self.model.get_weights())
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.at_end.append(self.model.get_weights())
+
+    tf_keras.utils.set_random_seed(0)
+    model = build_model("mlp")
+    model.compile(optimizer=adam(1e-3, ema_momentum=0.9),
+                  loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    before, ema, after = Probe(), EmaValidation(data.x_test, data.y_test), Probe()
+    history = model.fit(ds, epochs=2, callbacks=[before, ema, after], verbose=0).history
+    raw_end, avg_end = before.at_end[0], after.at_end[0]
+    assert any(not np.array_equal(r, a) for r, a in zip(raw_end, avg_end))  # the average was swapped in
+    for restored, raw in zip(after.at_begin[1], raw_end):                    # and out again to train on
+        np.testing.assert_array_equal(restored, raw)
+    accuracy, loss = evaluate(model, data.x_test, data.y_test)               # the model ends averaged
+    assert history["val_accuracy"][-1] == accuracy and history["val_loss"][-1] == pytest.approx(loss)
