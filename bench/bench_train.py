@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full-curve", action="store_true",
                     help="time to accuracy: keep training to the end instead of stopping at the target")
     ap.add_argument("--run", help="run directory for edgekit train (default: a temporary one)")
+    ap.add_argument("--from-run", help="take edgekit's training figures from this finished default run "
+                                       "(`edgekit run`) instead of training again")
     ap.add_argument("--results", default=str(DEFAULT_OUT),
                     help="results JSON to write (and to read with --skip-reference)")
     args = ap.parse_args(argv)
@@ -128,12 +130,25 @@ def main(argv: list[str] | None = None) -> int:
             tta["ratio_to_reference"] = round(tta["reached"]["seconds"] / ref_s, 3)
         out["time_to_accuracy"] = tta
 
-    # 3. edgekit train, default settings
-    if not args.skip_train:
+    # 3. edgekit train, default settings (or the figures of a finished default `edgekit run`)
+    if args.from_run:
+        run = Path(args.from_run)
+        section = rundir.load_manifest(run).get("stages", {}).get("train", {})
+        missing = [m for m in models if m not in section.get("models", {})]
+        if missing:
+            ap.error(f"{run}/manifest.json has no trained {missing}; run `edgekit run --out {run}` first")
+        changed = [m for m in models if section["models"][m]["config"].get("limit")
+                   or section["models"][m]["config"]["epochs"] != get_network(m).epochs]
+        if changed:
+            ap.error(f"{run} trained {changed} with --quick, --limit or --epochs; give a run with default settings")
+        wall = sum(section["models"][m]["seconds"] for m in models)
+        out["edgekit_from_run"] = str(run)
+    elif not args.skip_train:
         run = Path(args.run) if args.run else Path(tempfile.mkdtemp(prefix="bench-train-"))
         t0 = time.monotonic()
         section = train(run, TrainConfig(), models=tuple(models), force=True, progress=Progress())
         wall = time.monotonic() - t0
+    if args.from_run or not args.skip_train:
         out["edgekit"] = {name: {"test_accuracy": rec["metrics"]["test_accuracy"], "metrics": rec["metrics"],
                                  "seconds": rec["seconds"], "fit_seconds": rec.get("fit_seconds"),
                                  "params": rec["params"], "epochs": rec["config"]["epochs"],

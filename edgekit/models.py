@@ -104,6 +104,7 @@ class Network:
     shift_px: int = 0          # augmentation: random shift of up to this many pixels each way
     clean_epochs: int = 0      # epochs before augmentation starts: it slows early progress, helps late
     ema_epochs: float = 0.0    # > 0: validate, keep and save a moving average of the weights over ~this many epochs
+    epoch_cost: float = 1.0    # time of one epoch relative to the MLP's, for the progress estimate only
 
 
 # Measured on Fashion-MNIST, seed 0, 2-core CPU (bench/bench_train.py; experiments in the report).
@@ -112,10 +113,10 @@ NETWORKS: dict[str, Network] = {n.name: n for n in [
     Network("mlp", build_mlp, epochs=30, learning_rate=1e-3, description="Flatten-Dense256-Dropout-Dense"),
     # 0.9171; flip/shift from epoch 5 on, averaged weights: reaches the reference's 0.894 by epoch 4
     Network("cnn", build_cnn, epochs=30, learning_rate=3e-3, description="Conv32-Pool-Conv64-Pool-Dense",
-            flip=True, shift_px=1, clean_epochs=4, ema_epochs=0.25),
+            epoch_cost=5.0, flip=True, shift_px=1, clean_epochs=4, ema_epochs=0.25),
     # flip + 1-pixel shifts: flips alone overfit (0.926), 2-pixel shifts underfit in 15 epochs (0.923)
     Network("resnet", build_resnet, epochs=20, learning_rate=3e-3,
-            description="ResNet 16/32/64, BN, projection shortcuts, GAP", flip=True, shift_px=1, ema_epochs=0.25),
+            description="ResNet 16/32/64, BN, projection shortcuts, GAP", epoch_cost=18.0, flip=True, shift_px=1, ema_epochs=0.25),
 ]}
 
 

@@ -128,9 +128,11 @@ def summary_table(run_dir: str | Path) -> str:
     lines = [f"{'model':8} {'variant':16} {'status':8} {'accuracy':>8} {'agree':>7} {'size KiB':>9} "
              f"{'p50 ms':>8}  fastest runtime (batch 1, 1 thread)"]
     for net, trec in stages.get("train", {}).get("models", {}).items():
-        rows = [("keras-fp32", "ok", trec.get("metrics", {}).get("test_accuracy"), 1.0,
-                 trec["files"][0]["size_bytes"])]
-        for vname, v in stages.get("export", {}).get("models", {}).get(net, {}).get("variants", {}).items():
+        erec = stages.get("export", {}).get("models", {}).get(net, {})
+        # the Keras row on the same test images as the variants' parity (a subset under --quick)
+        keras_acc = erec.get("float_accuracy", trec.get("metrics", {}).get("test_accuracy"))
+        rows = [("keras-fp32", "ok", keras_acc, 1.0, trec["files"][0]["size_bytes"])]
+        for vname, v in erec.get("variants", {}).items():
             p = v.get("parity") or {}
             rows.append((vname, v.get("status", "?"), p.get("accuracy"), p.get("agreement"),
                          (v.get("file") or {}).get("size_bytes")))
@@ -140,6 +142,9 @@ def summary_table(run_dir: str | Path) -> str:
             lines.append(f"{net:8} {vname:16} {status:8} {_fmt(acc, '.4f'):>8} {_fmt(agree, '.4f'):>7} "
                          f"{_fmt(size / 1024 if size else None, '.1f'):>9} "
                          f"{_fmt(r['p50_ms'] if r else None, '.3f'):>8}  {fastest}".rstrip())
+    data = stages.get("export", {}).get("data", {})
+    if data.get("samples"):
+        lines.append(f"accuracy and agreement on {data['samples']} images ({data.get('parity', 'test set')})")
     return "\n".join(lines)
 
 

@@ -84,14 +84,16 @@ def train(run_dir, config: TrainConfig, models: Sequence[str] = NETWORK_NAMES, f
         section.setdefault("models", {})
     rundir.update_manifest(run_dir, record_dataset)
 
-    todo = sum(not reuse for *_, reuse in plan)
-    done = 0
+    # each network's share of the stage, by its epochs times its relative epoch cost (for the estimate)
+    work = {net.name: net.epoch_cost * int(resolved["epochs"]) for net, resolved, _, reuse in plan if not reuse}
+    done = 0.0
     for net, resolved, key, reuse in plan:
         if reuse:
             progress.update(f"current (same settings and data); reused {finished[net.name]['model']}", model=net.name)
             continue
-        record = train_one(run_dir, net, data, data_sha, resolved, key, placement, progress, span=(done, todo))
-        done += 1
+        share = work[net.name] / sum(work.values())
+        record = train_one(run_dir, net, data, data_sha, resolved, key, placement, progress, span=(done, share))
+        done += share
 
         def add(m: dict, name: str = net.name, record: dict = record) -> None:
             rundir.stage(m, "train").setdefault("models", {})[name] = record
@@ -100,7 +102,7 @@ def train(run_dir, config: TrainConfig, models: Sequence[str] = NETWORK_NAMES, f
 
 
 def train_one(run_dir: Path, net: Network, data: Dataset, data_sha: str, resolved: dict, key: str,
-              placement: Placement, progress: Progress, span: tuple[int, int] = (0, 1)) -> dict:
+              placement: Placement, progress: Progress, span: tuple[float, float] = (0.0, 1.0)) -> dict:
     """Train one network, write model.keras and history.json, return its manifest record."""
     t0 = time.monotonic()
     trained = fit_network(net.name, data, resolved, placement, progress=progress, span=span)
@@ -159,7 +161,7 @@ def data_sha256(data: Dataset) -> str:
 # The recipe
 
 def fit_network(name: str, data: Dataset, resolved: dict, placement: Placement, progress: Progress = SILENT,
-                callbacks: Sequence = (), span: tuple[int, int] = (0, 1)) -> Trained:
+                callbacks: Sequence = (), span: tuple[float, float] = (0.0, 1.0)) -> Trained:
     """Seeded training of one network on `data` by the resolved settings (see resolve_config).
 
     Returns a float32 copy of the best weights (by validation accuracy; with `ema_epochs`, of
@@ -209,8 +211,11 @@ def fit_network(name: str, data: Dataset, resolved: dict, placement: Placement, 
 
 
 def warmup_cosine(peak: float, warmup_steps: int, total_steps: int):
-    """Linear warm-up from 0 to `peak` over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
-    warmup_steps = max(0, min(int(warmup_steps), total_steps - 1))
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then cosine decay to 0 at `total_steps`.
+
+    The warm-up takes at most a tenth of the run: half an epoch is nothing in 30 epochs but
+    would be half of a one-epoch --quick run, which then never trains at its peak rate."""
+    warmup_steps = max(0, min(int(warmup_steps), total_steps // 10))
     return tf_keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup_steps else peak, decay_steps=max(1, total_steps - warmup_steps),
         alpha=0.0, warmup_target=peak if warmup_steps else None, warmup_steps=warmup_steps)
@@ -351,7 +356,8 @@ class EmaValidation(tf_keras.callbacks.Callback):
 class EpochLog(tf_keras.callbacks.Callback):
     """One progress line per epoch, plus the epoch times and learning rates for history.json."""
 
-    def __init__(self, name: str, epochs: int, schedule, progress: Progress, span: tuple[int, int]) -> None:
+    def __init__(self, name: str, epochs: int, schedule, progress: Progress, span: tuple[float, float]) -> None:
+        """`span`: (start, width), this network's part of the training stage, for the estimate."""
         super().__init__()
         self.name, self.epochs, self.schedule, self.progress, self.span = name, epochs, schedule, progress, span
         self.seconds: list[float] = []
@@ -365,8 +371,8 @@ class EpochLog(tf_keras.callbacks.Callback):
         logs = logs or {}
         self.seconds.append(round(time.monotonic() - self._t, 3))
         self.learning_rates.append(float(self.schedule(self.model.optimizer.iterations)))
-        done, total = self.span
+        start, width = self.span
         self.progress.update(
             f"epoch {epoch + 1}/{self.epochs} loss={logs.get('loss', float('nan')):.4f} "
             f"acc={logs.get('accuracy', float('nan')):.4f} val_acc={logs.get('val_accuracy', float('nan')):.4f} "
-            f"({self.seconds[-1]:.1f}s)", model=self.name, fraction=(done + (epoch + 1) / self.epochs) / total)
+            f"({self.seconds[-1]:.1f}s)", model=self.name, fraction=start + width * (epoch + 1) / self.epochs)

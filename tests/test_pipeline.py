@@ -85,6 +85,11 @@ def test_run_killed_mid_export_resumes_and_finishes(tmp_path, capsys):
         assert (run / name).is_file(), name
     # the summary table and the report path are printed
     assert "fastest runtime" in captured.out and "report.html" in captured.out
+    # the Keras row is scored on the same test images as the variants (a subset under --quick)
+    for net, rec in after["stages"]["export"]["models"].items():
+        keras_row = next(line for line in captured.out.splitlines() if line.split()[:2] == [net, "keras-fp32"])
+        assert keras_row.split()[3] == f"{rec['float_accuracy']:.4f}"
+    assert f"on {after['stages']['export']['data']['samples']} images" in captured.out
     assert code == 0, captured.out[-3000:]
 
     # a second run reuses everything, including the bench results

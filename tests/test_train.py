@@ -175,6 +175,8 @@ def test_warmup_cosine_schedule():
     assert values[0] == 0.0 and values[5] == pytest.approx(5e-4) and values[10] == pytest.approx(1e-3)
     assert values[60] == pytest.approx(5e-4, rel=1e-4) and values[110] == pytest.approx(0.0, abs=1e-9)
     assert all(a >= b for a, b in zip(values[10:], values[11:]))  # decays monotonically after warm-up
+    short = warmup_cosine(1e-3, warmup_steps=50, total_steps=100)  # warm-up capped at a tenth of the run
+    assert float(short(10)) == pytest.approx(1e-3) and float(short(5)) == pytest.approx(5e-4)
 
 
 def test_flip_shift_moves_pixels_exactly():
