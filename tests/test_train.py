@@ -252,3 +252,11 @@ def test_ema_validation_scores_and_keeps_the_average_and_trains_on_the_raw_weigh
         np.testing.assert_array_equal(restored, raw)
     accuracy, loss = evaluate(model, data.x_test, data.y_test)               # the model ends averaged
     assert history["val_accuracy"][-1] == accuracy and history["val_loss"][-1] == pytest.approx(loss)
+
+
+def test_batchnorm_momentum_is_keras_default_for_real_runs_and_lower_for_short_ones():
+    from edgekit.train import batchnorm_momentum
+
+    assert batchnorm_momentum(20 * 422) == 0.99 and batchnorm_momentum(1000) == 0.99
+    assert batchnorm_momentum(42) == pytest.approx(1 - 10 / 42)
+    assert batchnorm_momentum(5) == 0.5
