@@ -260,3 +260,22 @@ def test_batchnorm_momentum_is_keras_default_for_real_runs_and_lower_for_short_o
     assert batchnorm_momentum(20 * 422) == 0.99 and batchnorm_momentum(1000) == 0.99
     assert batchnorm_momentum(42) == pytest.approx(1 - 10 / 42)
     assert batchnorm_momentum(5) == 0.5
+
+
+def test_a_short_resnet_run_trains_its_batchnorm_with_the_short_run_momentum():
+    import tf_keras
+
+    from edgekit.data import make_synthetic
+    from edgekit.devices import resolve_placement
+    from edgekit.models import get_network
+    from edgekit.train import batchnorm_momentum, fit_network, resolve_config
+
+    data = make_synthetic(n_train=640, n_test=64)
+    placement = resolve_placement()
+    resolved = resolve_config(TrainConfig(dataset="synthetic", epochs=1, batch_size=64), get_network("resnet"),
+                              placement)
+    trained = fit_network("resnet", data, resolved, placement)
+    bns = [layer for layer in trained.model.layers if isinstance(layer, tf_keras.layers.BatchNormalization)]
+    steps = -(-int(0.9 * 640) // 64)  # the validation split is held out of the 640
+    assert bns and {layer.momentum for layer in bns} <= {batchnorm_momentum(steps), batchnorm_momentum(steps - 1)}
+    assert all(layer.momentum < 0.99 for layer in bns)
