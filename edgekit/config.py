@@ -15,6 +15,14 @@ NETWORK_NAMES = ("mlp", "cnn", "resnet")
 VARIANT_NAMES = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8-ptq", "tflite-int8-qat",
                  "onnx-fp32", "onnx-int8-ptq", "onnx-int8-qat")
 VARIANT_CLASSES = ("float", "fp16", "dynamic", "int8-ptq", "int8-qat")
+# How int8 ONNX files store weights. "u8u8": uint8 activations and uint8 weights (symmetric int8
+# codes + 128, zero point 128): exact, and no CPU's integer kernel saturates on it. "u8s8": int8
+# weights, fastest on CPUs with VNNI (AVX512-VNNI, AVX-VNNI), but ORT's AVX2 kernel adds weight
+# pairs in int16 (VPMADDUBSW) and saturates there. See bench/RESULTS.md "ONNX int8 encoding".
+ONNX_INT8_ENCODINGS = ("u8u8", "u8s8")
+# CPUs the int8 parity is also run on: "native" is this machine; the others run the same files
+# under qemu-user (edgekit.emulation), for verdicts on CPUs nobody here owns. Never timed.
+PARITY_CPUS = ("native", "x86-avx2", "x86-sse4", "arm64")
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,11 @@ class Thresholds:
     min_agreement: float | None = None        # top-1 agreement with the source model, 0..1
     max_abs_diff: float | None = None         # max |output - source output| after dequantization
     max_accuracy_drop: float | None = None    # in accuracy points (0.5 = half a percentage point)
-    max_size_ratio: float | None = None       # file size / the fp32 file of the same format and network
-    max_size_bytes: int | None = None         # a flash budget
+    max_size_ratio: float | None = None       # weight bytes / the fp32 file's weight bytes (same format, network)
+    max_size_bytes: int | None = None         # a flash budget, on file bytes
+    min_kernel_agreement: float | None = None # top-1 agreement of a runtime's fused/fast kernels with the
+                                              # file's reference kernels (ORT optimized vs unoptimized,
+                                              # LiteRT XNNPACK vs builtin), 0..1
     max_latency_regression: float | None = None  # against a baseline: 0.10 = p50 may grow 10%
 
 
@@ -77,6 +88,8 @@ class Profile:
     qat_epochs: float = 1.0             # QAT fine-tuning, in epochs of the training set
     qat_learning_rate: float = 1e-4
     parity_samples: int | None = None   # None: the whole test set
+    onnx_int8_encoding: str = "u8u8"    # one of ONNX_INT8_ENCODINGS; "u8s8" only for a known VNNI target
+    parity_cpus: tuple[str, ...] = ("native",)  # PARITY_CPUS to run int8 parity on (emulated ones: qemu)
     # per variant name, or per "class" (float, fp16, dynamic, int8-ptq, int8-qat); exact name wins
     thresholds: dict[str, Thresholds] = field(default_factory=dict)
     source: str = ""                    # the file it was loaded from
@@ -124,13 +137,24 @@ def load_profile(name_or_path: str = "default") -> Profile:
     if bad:
         raise ConfigError(f"{p}: unknown variants {bad}; use any of {', '.join(VARIANT_NAMES)}")
     kwargs["variants"] = tuple(variants)
+    enc = kwargs.get("onnx_int8_encoding", "u8u8")
+    if enc not in ONNX_INT8_ENCODINGS:
+        raise ConfigError(f"{p}: onnx_int8_encoding = {enc!r} is unknown; use one of {', '.join(ONNX_INT8_ENCODINGS)}")
+    cpus = kwargs.get("parity_cpus", ["native"])
+    if not isinstance(cpus, list) or not cpus or not all(isinstance(c, str) for c in cpus):
+        raise ConfigError(f"{p}: parity_cpus must be a non-empty list of names, e.g. [\"native\", \"x86-avx2\"]")
+    bad_cpus = [c for c in cpus if c not in PARITY_CPUS]
+    if bad_cpus:
+        raise ConfigError(f"{p}: unknown parity_cpus {bad_cpus}; use any of {', '.join(PARITY_CPUS)}")
+    kwargs["parity_cpus"] = tuple(dict.fromkeys(cpus))
     kwargs.setdefault("name", p.stem)
     return Profile(**kwargs, thresholds=_thresholds(p, raw.get("thresholds", {})), source=str(p))
 
 
 def _check_types(p: Path, kwargs: dict) -> None:
     types = {"name": str, "description": str, "onnx_opset": int, "representative_samples": int,
-             "qat_epochs": (int, float), "qat_learning_rate": (int, float), "parity_samples": int}
+             "qat_epochs": (int, float), "qat_learning_rate": (int, float), "parity_samples": int,
+             "onnx_int8_encoding": str}
     for key, want in types.items():
         v = kwargs.get(key)
         if v is not None and (not isinstance(v, want) or isinstance(v, bool)):
@@ -181,5 +205,7 @@ def profile_from_dict(d: dict) -> Profile:
                           + ("" if "name" in d else " and no name")
                           + " (written by another edgekit version?); pass --profile NAME")
     d["variants"] = tuple(d.get("variants", ()))
+    if "parity_cpus" in d:
+        d["parity_cpus"] = tuple(d["parity_cpus"])
     d["thresholds"] = {k: Thresholds(**v) for k, v in (d.get("thresholds") or {}).items()}
     return Profile(**d)
