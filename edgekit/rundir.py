@@ -225,8 +225,12 @@ def versions() -> dict:
     """Versions of everything that shapes a result, for the manifest and results.json."""
     from importlib import metadata
 
+    from edgekit.machine import describe
+
+    cpu = describe()
     out = {"python": platform.python_version(), "platform": platform.platform(),
-           "machine": platform.machine(), "cpu": cpu_name(), "cpu_count": os.cpu_count()}
+           "machine": platform.machine(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+           "cpu_flags": cpu["int8_flags"], "cpu_class": cpu["cpu_class"]}
     for dist in ("edgekit", "tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx",
                  "onnx", "onnxruntime", "ai-edge-litert", "numpy"):
         try:

@@ -23,3 +23,12 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] && [ ! -f "$FMNIST_DIR/trai
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
+# qemu-user runs the int8 parity under emulated CPUs (AVX2 without VNNI, SSE4, ARM64): see
+# edgekit/emulation.py. Without it those checks are skipped with their reason, never passed.
+if ! command -v qemu-x86_64 >/dev/null 2>&1; then
+  echo "setup: installing Debian's qemu-user (emulated-CPU parity)" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq qemu-user >/dev/null; } \
+    || { echo "setup: could not install qemu-user; emulated-CPU parity will be skipped" >&2
+         [ -z "${CI:-}" ] || exit 1; }  # CI must prove the emulated-CPU checks, not skip them
+fi
