@@ -38,6 +38,7 @@ class TrainConfig:
     val_fraction: float = 0.1          # held out from train, never from test
     patience: int = 5                  # early stopping on val_accuracy (best weights restored)
     limit: int | None = None           # train on the first N training images (quick runs, tests)
+    num_classes: int | None = None     # None: max label + 1 (a class that never occurs is an error)
     mixed_precision: bool = False      # GPU only: float16 compute, float32 weights saved
     xla: bool = False                  # jit_compile; 2.8x slower on this CPU, may help on GPU
     device: str = "auto"               # auto | cpu | gpu
@@ -55,6 +56,8 @@ class TrainConfig:
             raise ConfigError(f"--lr must be > 0, got {self.learning_rate}")
         if self.limit is not None and self.limit < 2:
             raise ConfigError(f"--limit must be at least 2 (one image to train on, one to validate), got {self.limit}")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ConfigError(f"--num-classes must be >= 2, got {self.num_classes}")
         if self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.patience < 0:

@@ -204,6 +204,8 @@ def _checked(name: str, source: str, arrays: dict, num_classes: int | None, file
         raise DataError(f"{where('x_test')}: test images are {out['x_test'].shape[1:3]} but train images "
                         f"are {out['x_train'].shape[1:3]}; both splits must have one image size")
     n = num_classes or int(out["y_train"].max()) + 1
+    if num_classes is None:
+        _check_no_stray_label(out["y_train"], n, where("y_train"))
     for split in ("train", "test"):
         y = out[f"y_{split}"]
         if y.min() < 0 or y.max() >= n:
@@ -211,6 +213,19 @@ def _checked(name: str, source: str, arrays: dict, num_classes: int | None, file
             raise DataError(f"{where(f'y_{split}')}: label out of range ({int(bad[0])}; min {y.min()}, "
                             f"max {y.max()}); labels must be 0..{n - 1}")
     return Dataset(name=name, source=source, num_classes=n, **out)
+
+
+def _check_no_stray_label(y: np.ndarray, n: int, where: str) -> None:
+    """The class count is inferred as max label + 1, so one stray label (a 42 among 0..9) would
+    silently make a 43-class model; stop when classes below the maximum never occur."""
+    counts = np.bincount(y[y >= 0], minlength=n)
+    unseen = np.flatnonzero(counts == 0)
+    if len(unseen):
+        top = int(y.max())
+        shown = ", ".join(str(int(c)) for c in unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+        raise DataError(f"{where}: labels go up to {top} but {len(unseen)} of the {n} classes 0..{top} never "
+                        f"occur in the training split ({shown}); fix the stray labels, or pass "
+                        f"--num-classes {n} if those classes are meant to be empty")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,15 +316,16 @@ SOURCES = {
 }
 
 
-def load_dataset(name_or_path: str, data_dir: str | None = None) -> Dataset:
-    """A named source (fashion-mnist, mnist, synthetic) or a path to an IDX folder or .npz."""
+def load_dataset(name_or_path: str, data_dir: str | None = None, num_classes: int | None = None) -> Dataset:
+    """A named source (fashion-mnist, mnist, synthetic) or a path to an IDX folder or .npz.
+    `num_classes` (paths only) fixes the class count instead of inferring it from the labels."""
     if name_or_path in SOURCES:
         return SOURCES[name_or_path](data_dir)
     p = Path(name_or_path).expanduser()
     if p.suffix == ".npz":
-        return load_npz(p)
+        return load_npz(p, num_classes=num_classes)
     if p.is_dir():
-        return load_idx_folder(p)
+        return load_idx_folder(p, num_classes=num_classes)
     if p.exists():
         raise DataError(f"{p}: not a data set; pass a .npz with {', '.join(NPZ_KEYS)} or a folder of IDX files")
     if os.sep in name_or_path or name_or_path.startswith("~"):

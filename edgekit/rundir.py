@@ -36,7 +36,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     a failed write never leaves a half-written artifact under its final name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -184,9 +184,30 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
     return m
 
 
+def make_dir(path: str | os.PathLike) -> Path:
+    """mkdir -p, with the user's path and the reason in the error (a file in the way, no
+    permission) instead of an OSError's traceback: --out is the user's input."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunDirError(f"{path}: cannot create this directory: a file with that name is in the way; "
+                          f"choose another --out") from None
+    except NotADirectoryError:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path)
+        raise RunDirError(f"{path}: cannot create this directory: {blocker} is a file, not a directory; "
+                          f"choose another --out") from None
+    except PermissionError:
+        raise RunDirError(f"{path}: cannot create this directory: permission denied; "
+                          f"choose a writable --out") from None
+    except OSError as e:
+        raise RunDirError(f"{path}: cannot create this directory ({e.strerror}); choose another --out") from e
+    return path
+
+
 @contextlib.contextmanager
 def _locked(run_dir: Path) -> Iterator[None]:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(run_dir)
     with open(run_dir / ".manifest.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

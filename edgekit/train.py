@@ -63,7 +63,7 @@ def train(run_dir, config: TrainConfig, models: Sequence[str] = NETWORK_NAMES, f
     if not networks:
         raise ConfigError("no model to train; pass --model mlp, cnn, resnet or all")
     placement = resolve_placement(config.device, config.mixed_precision, config.xla)
-    data = limit_training(load_dataset(config.dataset, config.data_dir), config.limit)
+    data = limit_training(load_dataset(config.dataset, config.data_dir, config.num_classes), config.limit)
     data_sha = data_sha256(data)
 
     finished = rundir.load_manifest(run_dir).get("stages", {}).get("train", {}).get("models", {})
@@ -136,7 +136,9 @@ def resolve_config(config: TrainConfig, net: Network, placement: Placement) -> d
 
 def model_key(resolved: dict, data_sha: str) -> str:
     """Where the data came from does not matter, only what it is: the hash stands for the path."""
-    return rundir.stage_key("train", {k: v for k, v in resolved.items() if k not in ("dataset", "data_dir")},
+    # num_classes=None (inferred) is left out so that keys of runs made before the option stay valid
+    return rundir.stage_key("train", {k: v for k, v in resolved.items() if k not in ("dataset", "data_dir")
+                                      and not (k == "num_classes" and v is None)},
                             [data_sha])
 
 

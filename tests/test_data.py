@@ -113,6 +113,21 @@ def test_npz_labels_infer_num_classes(tmp_path):
     assert load_dataset(str(p)).num_classes == 4
 
 
+def test_stray_label_is_refused_unless_num_classes_is_given(tmp_path):
+    arrays = tiny_arrays(3, num_classes=10)
+    arrays["y_train"] = np.arange(len(arrays["y_train"])) % 10  # every class 0..9 occurs
+    arrays["y_train"][0] = 42  # one stray label: inferred 43 classes, 33 of them never seen
+    p = tmp_path / "stray.npz"
+    np.savez(p, **arrays)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(p))
+    msg = str(err.value)
+    assert "42" in msg and "--num-classes 43" in msg and "never occur" in msg and "\n" not in msg
+    assert load_dataset(str(p), num_classes=43).num_classes == 43  # the user's explicit choice stands
+    with pytest.raises(DataError, match="label out of range"):
+        load_dataset(str(p), num_classes=10)
+
+
 def test_mnist_from_npz_file_folder_and_idx(tmp_path):
     arrays = tiny_arrays(4)
     np.savez(tmp_path / "mnist.npz", **arrays)

@@ -254,3 +254,16 @@ def test_utc_now_is_parseable():
 
     t = dt.datetime.fromisoformat(rundir.utc_now())
     assert t.tzinfo is not None and math.isclose(t.timestamp(), dt.datetime.now(dt.timezone.utc).timestamp(), abs_tol=5)
+
+
+def test_out_below_a_regular_file_is_the_users_error_with_path_and_reason(tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    for out in (blocker / "run", blocker / "deeper" / "run"):
+        with pytest.raises(RunDirError) as err:
+            rundir.update_manifest(out, lambda m: None)
+        msg = str(err.value)
+        assert str(out) in msg and f"{blocker} is a file" in msg and "--out" in msg
+    with pytest.raises(RunDirError, match="a file with that name is in the way"):
+        rundir.make_dir(blocker)
+    assert blocker.read_text() == "a file, not a folder"  # nothing was written over the user's file
