@@ -7,6 +7,10 @@ worker subprocess of its own (edgekit.bench_worker), one after the other, never 
     agreement with the float Keras model on the same images;
   - latency per (file, runtime, options, threads, batch) by edgekit.latency (warm-up, repeat
     blocks, p50/p90/p99...), and the worker's peak resident memory for that session.
+Every variant export failed or skipped, and a QAT model it could not make, keeps one record too
+(stage "export", status "failed"/"skipped", the export's error), so nothing vanishes from the
+results. Every record carries its file's sha256, and results.json names the machine (CPU model,
+int8-relevant ISA flags, class): latencies are only comparable between like files on like CPUs.
 Writes RUN/results.json (checked against edgekit/results_schema.json first) and RUN/results.csv,
 records a "bench" section in the manifest, then renders the report when edgekit.report exists.
 """
@@ -27,12 +31,15 @@ from typing import Iterable
 
 import numpy as np
 
-from edgekit import rundir
+from edgekit import machine, rundir
 from edgekit.errors import ConfigError, RunDirError
 from edgekit.latency import FULL, QUICK, TimingSettings
 from edgekit.progress import Progress
 from edgekit.runtimes import RUNTIMES, get_runtime
 
+# 1 still: later additions (machine, per-record sha256 and stage, export-stage records with null
+# runtime settings, status "skipped") are optional fields a version-1 reader can ignore, and files
+# written before them stay valid (check reads a missing "machine" as an unknown CPU).
 RESULTS_SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("results_schema.json")
 QUICK_SAMPLES = 1000        # --quick: accuracy on the first 1000 test images
@@ -46,7 +53,7 @@ STAT_FIELDS = ("runs", "min_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "std_m
                "p50_repeats_ms")
 CSV_FIELDS = ("model", "variant", "format", "variant_class", "runtime", "runtime_options", "threads", "batch",
               "file", "size_bytes", "accuracy", "agreement", "samples", *STAT_FIELDS, "peak_rss_mb",
-              "baseline_rss_mb", "status", "error")
+              "baseline_rss_mb", "status", "error", "stage", "sha256")
 PEAK_RSS_NOTE = ("peak_rss_mb: VmHWM of the runtime's own worker process, reset (/proc/self/clear_refs, after "
                  "gc and malloc_trim) just before the session is opened and read after its timing at that "
                  "batch (batches run smallest first on one session, the accuracy run after them): the Python "
@@ -114,16 +121,18 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert",
         jobs = plan_jobs(usable, tests, data_paths, runtimes, option_sets, threads, batches, timing)
         events = _run_jobs(jobs, Path(tmp), progress)
     records = assemble_records(files, stale, tests, events, runtimes, option_sets, threads, batches)
+    records += export_failure_records(manifest)
 
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION, "created_utc": rundir.utc_now(),
+        "machine": machine.describe(),
         "environment": rundir.versions(),
         "settings": _settings_record(runtimes, threads, batches, quick, timing, tests),
         "seconds": round(time.monotonic() - t0, 2),
         "records": records,
     }
     write_results(run_dir, results)
-    failed = [r for r in records if r["status"] != "ok"]
+    failed = [r for r in records if r["status"] != "ok" and r["stage"] == "bench"]
     for r in failed:
         progress.update(f"FAILED {r['variant']} on {r['runtime']} t{r['threads']} b{r['batch']}: {r['error']}",
                         model=r["model"])
@@ -409,8 +418,36 @@ def _base_record(f: ModelFile, runtime: str, options: dict, threads, batch, test
            "file": f.rel_path, "size_bytes": f.size_bytes, "accuracy": None, "agreement": None,
            "samples": int(len(test.x))}
     rec.update({k: None for k in STAT_FIELDS})
-    rec.update({"peak_rss_mb": None, "baseline_rss_mb": None, "status": "failed", "error": None})
+    rec.update({"peak_rss_mb": None, "baseline_rss_mb": None, "status": "failed", "error": None,
+                "stage": "bench", "sha256": f.sha256})
     return rec
+
+
+def export_failure_records(manifest: dict) -> list[dict]:
+    """One record per variant (and QAT model) that export failed or skipped, with its status and
+    error, so that it stays in results.json/csv and the report. stage "export": the bench never
+    ran it; threads, batch and the figures are null; runtime is the one that runs its format."""
+    records = []
+    for model, m in manifest.get("stages", {}).get("export", {}).get("models", {}).items():
+        entries = [("keras-qat", dict(m["qat"], format="keras", variant_class="fake-quant"))] if m.get("qat") else []
+        for variant, v in [*entries, *(m.get("variants") or {}).items()]:
+            status = v.get("status") or "failed"
+            if status == "ok":
+                continue
+            file = v.get("file") or {}
+            fmt = v["format"]  # export's records always name it (export._blank_record)
+            runtime = next((r.name for r in RUNTIMES.values() if f".{fmt}" in r.suffixes), None)
+            rec = {"model": model, "variant": variant, "format": fmt,
+                   "variant_class": v.get("variant_class") or "unknown", "runtime": runtime,
+                   "runtime_options": {}, "threads": None, "batch": None, "file": file.get("path"),
+                   "size_bytes": file.get("size_bytes"), "accuracy": None, "agreement": None, "samples": None}
+            rec.update({k: None for k in STAT_FIELDS})
+            rec.update({"peak_rss_mb": None, "baseline_rss_mb": None,
+                        "status": status if status in ("failed", "skipped") else "failed",
+                        "error": f"not benched: export {status}: {v.get('error') or 'no reason recorded'}",
+                        "stage": "export", "sha256": file.get("sha256")})
+            records.append(rec)
+    return records
 
 
 def _fill(rec: dict, pred: dict | None, timing: dict | None, crash: str | None, test: TestSet,
@@ -496,7 +533,9 @@ def _record_stage(run_dir: Path, results: dict, failed: int) -> None:
     def put(m: dict) -> None:
         m.setdefault("stages", {})["bench"] = {
             "status": "ok", "files": files, "seconds": results["seconds"], "settings": results["settings"],
-            "records": len(results["records"]), "failed_records": failed, "finished_utc": rundir.utc_now()}
+            "machine": results["machine"], "records": len(results["records"]), "failed_records": failed,
+            "not_benched_records": sum(r.get("stage") == "export" for r in results["records"]),
+            "finished_utc": rundir.utc_now()}
     rundir.update_manifest(run_dir, put)
 
 

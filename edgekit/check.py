@@ -4,18 +4,35 @@ Judged from the run directory alone: the export stage's parity figures and audit
 manifest.json (with each file's hash re-checked, so the figures still describe the file), the
 bench records in results.json, and, with a baseline results.json, latency regressions decided on
 a bootstrap interval of the p50 ratio over repeat blocks (edgekit.stats.judge_regression).
+
+Latencies are compared only like with like: the same CPU model and int8 flags (edgekit.machine),
+the same bench timing settings, the same runtime versions and the same file (sha256). Anything
+else is a different experiment, not a regression: those rows are listed as skipped, with what
+differs, while accuracy and parity are judged as always.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit import rundir
+import numpy as np
+
+from edgekit import machine, rundir
 from edgekit.config import Profile, Thresholds, load_profile, profile_from_dict
 from edgekit.errors import ConfigError, RunDirError
+from edgekit.latency import TimingSettings
 from edgekit.report import read_results, runtime_label
 from edgekit.stats import judge_regression
+
+# results.json settings that change what a latency figure means: --quick and the timing loop.
+TIMING_SETTINGS = ("quick", *(f.name for f in dataclasses.fields(TimingSettings)))
+# The distributions whose version decides a runtime's kernels (results.json "environment").
+# A runtime not listed here (a test's "numpy") is looked up under its own name.
+RUNTIME_DISTS = {"keras": ("tensorflow", "tf-keras"), "litert": ("ai-edge-litert",),
+                 "onnxruntime": ("onnxruntime",)}
+
 
 @dataclass(frozen=True)
 class CheckRow:
@@ -30,11 +47,14 @@ class CheckRow:
     note: str = ""                   # by how much, or why
     noisy: bool = False              # a latency comparison the data could not decide (not a failure)
     measured: bool = True            # False: the figure could not be measured (no labels...), not a failure
+    compared: bool = True            # False: a latency the baseline has no like measurement for (note: why)
 
     @property
     def status(self) -> str:
         if not self.passed:
             return "FAIL"
+        if not self.compared:
+            return "skipped"
         return "noisy" if self.noisy else ("n/a" if not self.measured else "ok")
 
 
@@ -78,11 +98,14 @@ def check_run(run_dir: str | Path, profile: str | None = None, baseline: str | N
         rows += _bench_rows(results, judged)
     latency_note = ""
     if base is not None:
-        latency_rows, candidates = _latency_rows(results, base, judged)
+        latency_rows = _latency_rows(results, base, judged)
         rows += latency_rows
-        latency_note = f"latency vs {baseline}: {len(latency_rows)} of {candidates} measurements compared"
-        if candidates and not latency_rows:
+        compared = sum(r.compared for r in latency_rows)
+        latency_note = f"latency vs {baseline}: {compared} of {len(latency_rows)} measurements compared"
+        if latency_rows and all(r.note == NOT_COMPARED + NO_TWIN for r in latency_rows):
             latency_note += " (the baseline has no matching records)"
+        elif compared < len(latency_rows):
+            latency_note += f", {len(latency_rows) - compared} skipped as unlike (listed above; not failures)"
 
     passed = all(r.passed for r in rows)
     return CheckResult(passed=passed, table=_table(rows, prof, latency_note), rows=tuple(rows),
@@ -134,8 +157,12 @@ def _variant_rows(run_dir: Path, model: str, mrec: dict,
         rows.append(CheckRow(model, name, "file", state, "intact", ok, note=why))
         ref_name = f"{v.get('format')}-fp32"
         ref = variants.get(ref_name) or {}
-        for c in check_thresholds(th, v["parity"], v["file"].get("size_bytes"),
-                                  (ref.get("file") or {}).get("size_bytes")):
+        ref_file = ref.get("file") or {}
+        for c in check_thresholds(th, v["parity"], v["file"].get("size_bytes"), ref_file.get("size_bytes"),
+                                  weight_bytes=v["file"].get("weight_bytes"),
+                                  fp32_weight_bytes=ref_file.get("weight_bytes"),
+                                  kernel_fidelity=v.get("kernel_fidelity"),
+                                  emulated_parity=v.get("emulated_parity")):
             rows.append(_threshold_row(model, name, c, ref_name))
         if str(v.get("variant_class", "")).startswith("int8"):
             audit = v.get("audit") or {}
@@ -161,6 +188,8 @@ def _threshold_row(model: str, variant: str, c: dict, ref_name: str) -> CheckRow
         note = f"{'short' if name.startswith('min_') else 'over'} by {_fmt(gap)}{UNITS.get(name, '')}"
         if name == "max_size_ratio":
             note += f" (vs {ref_name})"
+        if c.get("avoid"):
+            note += f"; avoid {c['avoid']}"
     return CheckRow(model, variant, name, value, limit, bool(passed), note=note)
 
 
@@ -190,6 +219,8 @@ def _bench_rows(results: dict, judged: dict) -> list[CheckRow]:
     """A judged variant that a runtime failed to run is not deployable there."""
     rows = []
     for rec in results["records"]:
+        if rec.get("stage") == "export":  # export's own failure: judged from the manifest, not here
+            continue
         if (rec.get("model"), rec.get("variant")) in judged and rec.get("status") != "ok":
             error = (rec.get("error") or "no error recorded").splitlines()[0][:160]
             rows.append(CheckRow(rec["model"], rec["variant"], "bench", rec.get("status", "?"), "ok", False,
@@ -197,26 +228,86 @@ def _bench_rows(results: dict, judged: dict) -> list[CheckRow]:
     return rows
 
 
-def _latency_rows(results: dict, baseline: dict, judged: dict) -> tuple[list[CheckRow], int]:
-    """One row per current measurement with a latency bound and a baseline twin (same model,
-    variant, runtime, options, threads, batch); also how many had a bound at all."""
+NOT_COMPARED = "not compared: "
+NO_TWIN = "the baseline has no ok record of this setting"
+
+
+def _latency_rows(results: dict, baseline: dict, judged: dict) -> list[CheckRow]:
+    """One row per current measurement with a latency bound: judged against its baseline twin
+    (same model, variant, runtime, options, threads, batch) when the two were measured alike,
+    otherwise skipped (compared=False) with what differs in the note."""
     base = {_setting_key(r): r for r in baseline["records"] if r.get("status") == "ok"}
-    rows, candidates = [], 0
+    unlike_runs = _unlike_runs(results, baseline)
+    env, base_env = results.get("environment") or {}, baseline.get("environment") or {}
+    rows = []
     for rec in results["records"]:
         th = judged.get((rec.get("model"), rec.get("variant")))
         if rec.get("status") != "ok" or th is None or th.max_latency_regression is None:
             continue
-        candidates += 1
         old = base.get(_setting_key(rec))
-        if old is None:
+        # a run-level difference (CPU, settings) alone, in one line: it already rules out every row
+        why = NO_TWIN if old is None else unlike_runs or _unlike_records(rec, old, env, base_env)
+        if why:
+            rows.append(CheckRow(rec["model"], rec["variant"], "latency_p50_ratio", None,
+                                 1.0 + th.max_latency_regression, True, runtime=setting_label(rec),
+                                 note=NOT_COMPARED + why, compared=False))
             continue
         v = judge_regression(rec.get("p50_repeats_ms"), old.get("p50_repeats_ms"), th.max_latency_regression)
+        # the ratio is median(current block p50s) / median(baseline block p50s): show those two
         rows.append(CheckRow(rec["model"], rec["variant"], "latency_p50_ratio",
                              None if v.ratio is None else v.ratio.estimate, v.limit, v.passed,
                              runtime=setting_label(rec),
-                             note=f"{_fmt(old.get('p50_ms'))} -> {_fmt(rec.get('p50_ms'))} ms; {v.reason}",
+                             note=f"{_fmt(_block_median(old))} -> {_fmt(_block_median(rec))} ms "
+                                  f"(median of repeat-block p50s); {v.reason}",
                              noisy=v.verdict == "noisy"))
-    return rows, candidates
+    return rows
+
+
+def _block_median(rec: dict) -> float | None:
+    """The median of a record's repeat-block p50s: what judge_regression's ratio divides."""
+    blocks = [v for v in rec.get("p50_repeats_ms") or [] if v is not None]
+    return float(np.median(np.asarray(blocks, dtype=np.float64))) if blocks else None
+
+
+def _unlike_runs(results: dict, baseline: dict) -> str:
+    """What makes every latency of the two runs incomparable (CPU, bench settings); '' if nothing.
+    Figures read 'this run vs baseline'."""
+    reasons = []
+    if not baseline.get("machine"):
+        reasons.append("baseline does not record its CPU")
+    elif not results.get("machine"):
+        reasons.append("this run's results do not record its CPU")
+    else:
+        same, why = machine.same_cpu(results["machine"], baseline["machine"])
+        if not same:
+            reasons.append(why)
+    cur, old = results.get("settings") or {}, baseline.get("settings") or {}
+    diffs = [f"{name} {_setting(cur, name)} vs {_setting(old, name)}" for name in TIMING_SETTINGS
+             if cur.get(name) != old.get(name)]
+    if diffs:
+        reasons.append("bench settings differ: " + ", ".join(diffs))
+    return "; ".join(reasons)
+
+
+def _setting(settings: dict, name: str) -> str:
+    return "not recorded" if settings.get(name) is None else str(settings[name])
+
+
+def _unlike_records(rec: dict, old: dict, env: dict, base_env: dict) -> str:
+    """What makes this pair of measurements incomparable (runtime version, file); '' if nothing."""
+    reasons = []
+    versions = [f"{d} {env.get(d) or 'not recorded'} vs {base_env.get(d) or 'not recorded'}"
+                for d in RUNTIME_DISTS.get(rec.get("runtime"), (rec.get("runtime"),)) if env.get(d) != base_env.get(d)]
+    if versions:
+        reasons.append("runtime versions differ: " + ", ".join(versions))
+    new_hash, old_hash = rec.get("sha256"), old.get("sha256")
+    if not old_hash:
+        reasons.append("baseline does not record the file's sha256")
+    elif not new_hash:
+        reasons.append("this run does not record the file's sha256")
+    elif new_hash != old_hash:
+        reasons.append(f"file differs: sha256 {new_hash[:12]} vs {old_hash[:12]}")
+    return "; ".join(reasons)
 
 
 # ---------------------------------------------------------------- the printed table
@@ -228,11 +319,13 @@ def _fmt(value) -> str:
 
 
 def _table(rows: list[CheckRow], prof: Profile, latency_note: str) -> str:
-    """The rows that are not plainly ok (failed, noisy, not measured), then the verdict line."""
-    shown = [r for r in rows if r.status != "ok"]
+    """The rows that are not plainly ok (failed, noisy, not measured), one line per reason latencies
+    were skipped as unlike, then the verdict line."""
+    shown = [r for r in rows if r.status not in ("ok", "skipped")]
     failed = [r for r in rows if not r.passed]
     noisy = [r for r in rows if r.noisy]
     unmeasured = [r for r in rows if not r.measured]
+    skipped = [r for r in rows if r.status == "skipped"]
     lines = []
     if shown:
         header = ("status", "model", "variant", "runtime", "check", "value", "limit", "by how much / why")
@@ -243,7 +336,9 @@ def _table(rows: list[CheckRow], prof: Profile, latency_note: str) -> str:
         for cells in (header, *body):
             lines.append("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip())
         lines.append("")
-    parts = [f"{len(rows) - len(failed) - len(unmeasured) - len(noisy)} of {len(rows)} checks passed on "
+    if skipped:
+        lines += _skipped_lines(skipped) + [""]
+    parts = [f"{sum(r.status == 'ok' for r in rows)} of {len(rows)} checks passed on "
              f"{len({(r.model, r.variant) for r in rows})} variants (profile {prof.name})"]
     if latency_note:
         parts.append(latency_note)
@@ -253,3 +348,17 @@ def _table(rows: list[CheckRow], prof: Profile, latency_note: str) -> str:
         parts.append(f"{len(unmeasured)} not measured (not failures)")
     lines.append(f"{'PASSED' if not failed else 'FAILED'}: " + "; ".join(parts))
     return "\n".join(lines)
+
+
+def _skipped_lines(skipped: list[CheckRow]) -> list[str]:
+    """One line per reason: what differs, then which measurements it kept from being compared."""
+    by_reason: dict[str, dict[tuple[str, str], list[str]]] = {}
+    for r in skipped:
+        files = by_reason.setdefault(r.note.removeprefix(NOT_COMPARED), {})
+        files.setdefault((r.model, r.variant), []).append(r.runtime)
+    lines = []
+    for why, files in by_reason.items():
+        n = sum(len(v) for v in files.values())
+        listed = ", ".join(f"{m} {v} ({', '.join(settings)})" for (m, v), settings in files.items())
+        lines.append(f"skipped: {why}; latency not compared for {n} measurement{'s' if n != 1 else ''}: {listed}")
+    return lines

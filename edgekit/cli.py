@@ -1,6 +1,6 @@
 """The `edgekit` command: a thin argparse layer over the Python API.
 
-Exit codes: 0 success, 1 a failure (or a failed gate), 2 a usage error, 130 interrupted.
+Exit codes: 0 success, 1 a failure (or a failed gate), 2 a usage error or a refused model, 130 interrupted.
 Errors print one line on stderr; `--debug` adds the traceback.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def cmd_train(args) -> int:
 
     cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr,
-                      limit=args.limit, mixed_precision=args.mixed_precision, xla=args.xla,
+                      limit=args.limit, num_classes=args.num_classes, mixed_precision=args.mixed_precision, xla=args.xla,
                       device=args.device)
     section = train(args.out, cfg, models=args.model, force=args.force, progress=_progress(args))
     for name, rec in section.get("models", {}).items():
@@ -70,13 +70,16 @@ def cmd_export(args) -> int:
     profile = load_profile(args.profile)
     if bool(args.run) == bool(args.model):
         raise ConfigError("give exactly one of --run RUN_DIR (models a training run made) or --model PATH (your own model)")
+    if args.run and args.trust_model:
+        raise ConfigError("--trust-model applies to --model FILE; a run directory's models are edgekit's own "
+                          "and are checked against their recorded sha256 instead")
     if args.run:
         section = export_run(args.run, profile, models=args.models, force=args.force, progress=_progress(args))
         where = args.run
     else:
         out = args.out or (Path(args.model).with_suffix("").name + "-export")
         section = export_model(args.model, out, profile, calibration=args.calibration_data,
-                               force=args.force, progress=_progress(args))
+                               force=args.force, progress=_progress(args), trust_model=args.trust_model)
         where = out
     failed = _print_export_summary(section)
     print(f"manifest: {Path(where) / 'manifest.json'}")
@@ -160,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="peak learning rate (default: per network)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--limit", type=int, help="use only the first N training images (quick runs)")
+    t.add_argument("--num-classes", type=int, help="class count of a dataset given by path (default: max label + 1; "
+                   "a class that never occurs below it is refused as a stray label)")
     t.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     t.add_argument("--mixed-precision", action="store_true", help="float16 compute on a GPU (weights saved float32)")
     t.add_argument("--xla", action="store_true", help="XLA jit_compile (slower on CPU, may help on GPU)")
@@ -175,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="with --model: output directory (default: <model>-export)")
     e.add_argument("--profile", default="default", help="deployment-target profile name in export/ or a .toml path")
     e.add_argument("--force", action="store_true")
+    e.add_argument("--trust-model", action="store_true",
+                   help="with --model: export a file even though its scan found code (Lambda layers, custom "
+                        "classes, Python or file ops); it then runs in a subprocess without secrets in its "
+                        "environment. Only for files whose author you trust: this limits the risk, "
+                        "it does not remove it")
     e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", parents=[common], help="accuracy and latency of every exported model on every runtime")
@@ -217,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"edgekit: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)  # 2 for a refused model: the user's input is what is wrong
     except KeyboardInterrupt:
         print("edgekit: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
         return 130

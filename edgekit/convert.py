@@ -2,7 +2,8 @@
 
 Every TFLite file comes from `TFLiteConverter.from_keras_model` with a dynamic batch dimension,
 so runtimes can resize it. Every ONNX file takes a float32 NHWC input named "image" with a
-dynamic batch. The int8 ONNX files hold int8 weight initializers (see edgekit.onnx_int8); the
+dynamic batch. The int8 ONNX files hold 8-bit weight initializers, by default as uint8 with zero
+point 128 (u8u8: no CPU's integer kernel saturates on them; see edgekit.onnx_int8); the
 orchestration (paths, manifest, parity) lives in edgekit.export.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ class ConversionInputs:
     representative: np.ndarray | None # float32 NHWC calibration images in the model's input range
     opset: int = 17
     input_name: str = "image"
+    onnx_int8_encoding: str = "u8u8"  # weight storage of the int8 ONNX files (edgekit.onnx_int8.encode_weights)
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ def make_onnx_fp32(inputs: ConversionInputs, path: Path) -> None:
 def make_onnx_int8_qat(inputs: ConversionInputs, path: Path) -> None:
     from edgekit.onnx_int8 import qat_onnx_int8
 
-    qat_onnx_int8(_require_qat(inputs, "onnx-int8-qat"), path, inputs.opset, inputs.input_name)
+    qat_onnx_int8(_require_qat(inputs, "onnx-int8-qat"), path, inputs.opset, inputs.input_name,
+                  encoding=inputs.onnx_int8_encoding)
 
 
 def make_onnx_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
@@ -157,7 +160,7 @@ def make_onnx_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         make_onnx_fp32(inputs, fp32)
-        ptq_onnx_int8(fp32, x, path, inputs.input_name)
+        ptq_onnx_int8(fp32, x, path, inputs.input_name, encoding=inputs.onnx_int8_encoding)
 
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
@@ -174,7 +177,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("onnx-fp32", "onnx", "float", False, False, "float32", ".onnx", "float", make_onnx_fp32,
             "ONNX float32 (tf2onnx), NHWC input 'image'"),
     Variant("onnx-int8-ptq", "onnx", "int8-ptq", False, True, "float32", ".onnx", "float", make_onnx_int8_ptq,
-            "ONNX QDQ by ONNX Runtime static quantization (uint8 activations, per-channel int8 weights)"),
+            "ONNX QDQ by ONNX Runtime static quantization (uint8 activations, per-channel 8-bit weights)"),
     Variant("onnx-int8-qat", "onnx", "int8-qat", True, False, "float32", ".onnx", "qat", make_onnx_int8_qat,
             "ONNX QDQ from the QAT model with int8 weights on the QAT grid (uint8 activations)"),
 ]}

@@ -23,3 +23,10 @@ class ExportError(EdgekitError):
 
 class RunDirError(EdgekitError):
     """The run directory is missing a stage's inputs or holds finished work not to overwrite."""
+
+
+class UntrustedModelError(ModelError):
+    """A model edgekit refuses to load: the scan found code in it (and the user did not pass
+    --trust-model), or an edgekit file changed since the stage that wrote it recorded its hash.
+    Exit code 2: the user's input is what is wrong."""
+    exit_code = 2

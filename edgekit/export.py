@@ -58,6 +58,7 @@ def export_run(run_dir: str | Path, profile: Profile, models=None, force: bool =
                progress: Progress | None = None) -> dict:
     """Export the models a training run made; returns the manifest's "export" section."""
     from edgekit.data import load_dataset, split_validation, to_float
+    from edgekit.errors import UntrustedModelError
     from edgekit.train import data_sha256, limit_training
 
     run_dir = Path(run_dir)
@@ -86,6 +87,14 @@ def export_run(run_dir: str | Path, profile: Profile, models=None, force: bool =
         if not model_path.exists():
             raise RunDirError(f"{model_path} is missing although the manifest lists it; "
                               f"retrain it with `edgekit train --model {net} --force --out {run_dir}`")
+        # edgekit's own file is trusted only while it is the file train wrote (hash checked before loading)
+        recorded = next((f.get("sha256") for f in rec.get("files", []) if f.get("path") == rec["model"]), None)
+        if recorded is None or rundir.sha256_file(model_path) != recorded:
+            why = "no sha256 recorded" if recorded is None else "its sha256 changed"
+            raise UntrustedModelError(
+                f"{model_path} is not the file `edgekit train` wrote ({why}); "
+                f"edgekit loads its own models only while intact: retrain with "
+                f"`edgekit train --model {net} --force --out {run_dir}`, or export your file with --model")
         if rec.get("data_sha256") and rec["data_sha256"] != sha:
             raise RunDirError(f"data set '{dataset_name}' is not the data '{net}' was trained on (its hash "
                               f"changed); restore that data or retrain with `edgekit train --force`")
@@ -108,16 +117,25 @@ def export_run(run_dir: str | Path, profile: Profile, models=None, force: bool =
 
 
 def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, calibration=None,
-                 force: bool = False, progress: Progress | None = None) -> dict:
+                 force: bool = False, progress: Progress | None = None, trust_model: bool = False) -> dict:
     """Export a user's Keras model (any input shape and class count) into `out_dir`, a run
     directory of its own. With a calibration .npz (x, optional y) it makes every variant;
-    without one only those that need no data, and records the others as skipped."""
+    without one only those that need no data, and records the others as skipped.
+
+    The file is scanned before anything loads it (edgekit.scan); a model holding code is refused
+    (UntrustedModelError) unless trust_model=True, which runs the export in a contained subprocess
+    (edgekit.contained) and records the findings in the manifest."""
+    from edgekit import contained
     from edgekit.data import load_calibration
     from edgekit.runtimes.keras_tf import load_keras_model
+    from edgekit.scan import check_model
 
     model_path, out_dir = Path(model_path), Path(out_dir)
     variants = resolve_variants(profile)
-    model = load_keras_model(model_path)
+    scan = check_model(model_path, trust_model=trust_model)   # before any deserialization or write
+    if trust_model and not contained.in_worker():
+        return contained.export_contained(model_path, out_dir, profile, calibration, force=force, progress=progress)
+    model = load_keras_model(model_path, trust_model=True)   # scanned just above
     input_shape = _single_input_shape(model, model_path)
     name = model_path.stem if model_path.is_file() else model_path.name
     if calibration is not None:
@@ -146,6 +164,11 @@ def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, 
         if needing:
             progress.update(f"no --calibration-data: skipping {', '.join(needing)} (they need data); "
                             f"making {', '.join(v.name for v in variants if v.name not in needing) or 'nothing'}")
+    scan_rec = dict(scan.to_dict(), trust_model=trust_model, contained=contained.in_worker())
+
+    def put_scan(m: dict) -> None:
+        rundir.stage(m, "export").setdefault("models", {}).setdefault(name, {})["model_scan"] = scan_rec
+    rundir.update_manifest(out_dir, put_scan)
     export_one(out_dir, job, profile, variants, data, force=force, progress=progress, model=model)
     section = rundir.load_manifest(out_dir)["stages"]["export"]
     if own_stage:
@@ -256,7 +279,8 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
         if job.x_fit is not None and any(v.needs_calibration for v in todo):
             representative = representative_set(job.x_fit, profile.representative_samples, seed=job.seed)
         inputs = ConversionInputs(float_model=float_model(), qat_model=qat_model, representative=representative,
-                                  opset=profile.onnx_opset, input_name="image")
+                                  opset=profile.onnx_opset, input_name="image",
+                                  onnx_int8_encoding=profile.onnx_int8_encoding)
 
     def put_header(m: dict) -> None:
         sec = rundir.stage(m, "export")
@@ -271,7 +295,7 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
     rundir.update_manifest(run_dir, put_header)
 
     qat_problem = None if not qat_rec or qat_rec["status"] == "ok" else (qat_rec["status"], qat_rec["error"])
-    fp32_size: dict[str, int] = {}
+    fp32_size: dict[str, dict] = {}  # format -> the fp32 file's record (size_bytes, weight_bytes)
     for i, variant in enumerate(variants):
         key = keys[variant.name]
         if variant.name in fresh:
@@ -283,7 +307,7 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
                                   header["float_accuracy"], fp32_size, qat_problem, representative is not None,
                                   progress)
         if variant.variant_class == "float" and rec.get("status") == "ok":
-            fp32_size[variant.format] = rec["file"]["size_bytes"]
+            fp32_size[variant.format] = rec["file"]
 
         def put_variant(m: dict, rec=rec, name=variant.name) -> None:
             rundir.stage(m, "export")["models"][job.name].setdefault("variants", {})[name] = rec
@@ -302,7 +326,11 @@ def _variant_key(variant, profile: Profile, source: dict, job: ModelJob, qat_rec
     th = profile.thresholds_for(variant.name, variant.variant_class)
     config = {"variant": variant.name, "opset": profile.onnx_opset, "parity_samples": profile.parity_samples,
               "thresholds": dataclasses.asdict(th), "data": job.data_key,
-              "representative_samples": profile.representative_samples if variant.needs_calibration else None}
+              "representative_samples": profile.representative_samples if variant.needs_calibration else None,
+              "onnx_int8_encoding": profile.onnx_int8_encoding if _is_onnx_int8(variant) else None,
+              # what the record holds: a record made before these were measured is not current
+              "measures": ("parity", "weight_bytes") + (("kernel_fidelity-tieband",) if _is_int8(variant) else ()),
+              "emulated_cpus": _emulated_cpus(profile) if _is_int8(variant) else None}
     inputs = [source["sha256"]]
     if variant.needs_qat:
         qat_file = (qat_rec or {}).get("file")
@@ -310,11 +338,31 @@ def _variant_key(variant, profile: Profile, source: dict, job: ModelJob, qat_rec
     return rundir.stage_key("export", config, inputs)
 
 
-def _blank_record(variant, key: str, status: str, error: str | None) -> dict:
-    return {"status": status, "error": error, "key": key, "format": variant.format,
-            "variant_class": variant.variant_class, "reference": variant.reference,
-            "description": variant.description, "file": None, "files": [], "inputs": [], "outputs": [],
-            "parity": None, "audit": None, "checks": [], "seconds": 0.0}
+def _is_int8(variant) -> bool:
+    return variant.variant_class.startswith("int8")
+
+
+def _is_onnx_int8(variant) -> bool:
+    return variant.format == "onnx" and _is_int8(variant)
+
+
+def _emulated_cpus(profile: Profile) -> dict[str, bool] | None:
+    """The emulated parity CPUs and whether each can run here: a record made while qemu was
+    missing (rows "not measured") is redone once it is installed."""
+    from edgekit import emulation
+
+    cpus = [c for c in profile.parity_cpus if c != "native"]
+    return {c: emulation.available(c)[0] for c in cpus} or None
+
+
+def _blank_record(variant, key: str, status: str, error: str | None, profile: Profile | None = None) -> dict:
+    rec = {"status": status, "error": error, "key": key, "format": variant.format,
+           "variant_class": variant.variant_class, "reference": variant.reference,
+           "description": variant.description, "file": None, "files": [], "inputs": [], "outputs": [],
+           "parity": None, "kernel_fidelity": None, "audit": None, "checks": [], "seconds": 0.0}
+    if profile is not None and _is_onnx_int8(variant):
+        rec["onnx_int8_encoding"] = profile.onnx_int8_encoding
+    return rec
 
 
 def _export_variant(run_dir: Path, out_dir: Path, job: ModelJob, variant, inputs, key: str, profile: Profile,
@@ -322,8 +370,11 @@ def _export_variant(run_dir: Path, out_dir: Path, job: ModelJob, variant, inputs
                     have_calibration: bool, progress: Progress) -> dict:
     """Make one file atomically, validate it, judge it. Never raises for a variant's own failure."""
     from edgekit.convert import io_details
-    from edgekit.parity import accuracy_drop_points, check_thresholds, compare_file, describe_failures
+    from edgekit.cpu_parity import emulated_parity
+    from edgekit.fidelity import fast_outputs, kernel_fidelity
+    from edgekit.parity import accuracy_drop_points, check_thresholds, compare, describe_failures
     from edgekit.quantize import audit_int8
+    from edgekit.weight_bytes import weight_bytes
 
     suffix = variant.suffix if variant.suffix.startswith(".") else f".{variant.suffix}"
     final = out_dir / f"{variant.name}{suffix}"
@@ -333,13 +384,27 @@ def _export_variant(run_dir: Path, out_dir: Path, job: ModelJob, variant, inputs
         status, why = qat_problem
         return _skip(final, variant, key, status, f"needs the QAT model: {why}", job, progress)
 
+    th = profile.thresholds_for(variant.name, variant.variant_class)
+    encoding = profile.onnx_int8_encoding if _is_onnx_int8(variant) else None
     t0 = time.monotonic()
     try:
         with rundir.atomic_path(final) as tmp:
             variant.make(inputs, tmp)
             ins, outs = io_details(tmp)
-            result = compare_file(tmp, ref_outputs[variant.reference], job.x_parity, job.y_parity)
-            audit = audit_int8(tmp) if variant.variant_class.startswith("int8") else None
+            outputs = fast_outputs(tmp, job.x_parity)  # the runtime's default path, as users run it
+            result = compare(ref_outputs[variant.reference], outputs, job.y_parity)
+            fidelity = audit = None
+            emulated: list[dict] = []
+            if _is_int8(variant):  # one more predict: the same file on the runtime's reference kernels
+                fidelity = kernel_fidelity(tmp, job.x_parity, th.min_kernel_agreement, fast=outputs,
+                                           encoding=encoding)
+                audit = audit_int8(tmp)
+                if any(c != "native" for c in profile.parity_cpus):
+                    progress.update(f"{variant.name}: parity on emulated CPUs "
+                                    f"{', '.join(c for c in profile.parity_cpus if c != 'native')}", model=job.name)
+                    emulated = emulated_parity(tmp, job.x_parity, ref_outputs[variant.reference], ref_outputs["float"],
+                                               job.y_parity, profile.parity_cpus, th.min_kernel_agreement, encoding)
+            weights = weight_bytes(tmp)
     except Exception as e:  # a conversion library's own error types vary; record it, go on
         if final.is_file():  # a stale file of an earlier run must not outlive this failure
             final.unlink()
@@ -348,23 +413,25 @@ def _export_variant(run_dir: Path, out_dir: Path, job: ModelJob, variant, inputs
             tb = traceback.extract_tb(e.__traceback__)[-1]
             error += f" (at {Path(tb.filename).name}:{tb.lineno})"
         _loud(progress, job.name, variant.name, error)
-        rec = _blank_record(variant, key, "failed", error)
+        rec = _blank_record(variant, key, "failed", error, profile)
         rec["seconds"] = round(time.monotonic() - t0, 3)
         return rec
 
-    file_rec = rundir.file_record(run_dir, final)
+    file_rec = dict(rundir.file_record(run_dir, final), weight_bytes=int(weights))
     parity = result.to_dict()
     parity["float_accuracy"] = float_acc
     parity["accuracy_drop_points"] = accuracy_drop_points(float_acc, result.accuracy)
-    th = profile.thresholds_for(variant.name, variant.variant_class)
-    checks = check_thresholds(th, parity, file_rec["size_bytes"],
-                              None if variant.variant_class == "float" else fp32_size.get(variant.format))
+    fp32 = {} if variant.variant_class == "float" else fp32_size.get(variant.format) or {}
+    checks = check_thresholds(th, parity, file_rec["size_bytes"], fp32.get("size_bytes"),
+                              weight_bytes=file_rec["weight_bytes"], fp32_weight_bytes=fp32.get("weight_bytes"),
+                              kernel_fidelity=fidelity, emulated_parity=emulated)
     if audit is not None:
         checks.append({"name": "int8_audit", "limit": True, "value": bool(audit.get("passed")),
                        "passed": bool(audit.get("passed")), "note": audit.get("reason")})
-    rec = _blank_record(variant, key, "ok", None)
+    rec = _blank_record(variant, key, "ok", None, profile)
     rec.update({"file": file_rec, "files": [file_rec], "inputs": ins, "outputs": outs, "parity": parity,
-                "audit": audit, "checks": checks, "seconds": round(time.monotonic() - t0, 3)})
+                "kernel_fidelity": fidelity, "emulated_parity": emulated or None, "audit": audit, "checks": checks,
+                "seconds": round(time.monotonic() - t0, 3)})
     failures = describe_failures(checks)
     if failures:
         rec["status"], rec["error"] = "failed", f"below the profile's thresholds: {failures}"
@@ -372,8 +439,10 @@ def _export_variant(run_dir: Path, out_dir: Path, job: ModelJob, variant, inputs
     else:
         unmeasured = [c["name"] for c in checks if c["passed"] is None]
         acc = "" if result.accuracy is None else f" accuracy={result.accuracy:.4f}"
-        progress.update(f"{variant.name} ok: {file_rec['size_bytes'] / 1024:.1f} KiB agreement="
-                        f"{result.agreement:.4f} max_abs_diff={result.max_abs_diff:.3g}{acc}"
+        kernels = "" if fidelity is None else f" kernel_agreement={fidelity['agreement']:.4f}"
+        progress.update(f"{variant.name} ok: {file_rec['size_bytes'] / 1024:.1f} KiB (weights "
+                        f"{file_rec['weight_bytes'] / 1024:.1f} KiB) agreement="
+                        f"{result.agreement:.4f} max_abs_diff={result.max_abs_diff:.3g}{acc}{kernels}"
                         + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else ""),
                         model=job.name)
     return rec
@@ -470,10 +539,16 @@ def write_parity_json(run_dir: Path, manifest: dict | None = None) -> Path:
     rows = []
     for net, rec in sec.get("models", {}).items():
         for vname, v in rec.get("variants", {}).items():
+            kf = v.get("kernel_fidelity") or {}
             row = {"model": net, "variant": vname, "status": v.get("status"), "reference": v.get("reference"),
                    "format": v.get("format"), "variant_class": v.get("variant_class"),
-                   "size_bytes": (v.get("file") or {}).get("size_bytes"), "error": v.get("error")}
+                   "size_bytes": (v.get("file") or {}).get("size_bytes"),
+                   "weight_bytes": (v.get("file") or {}).get("weight_bytes"), "error": v.get("error")}
             row.update(v.get("parity") or {})
+            row.update({"kernel_runtime": kf.get("runtime"), "kernel_fast": kf.get("fast"),
+                        "kernel_reference": kf.get("reference"), "kernel_agreement": kf.get("agreement"),
+                        "kernel_max_abs_diff": kf.get("max_abs_diff"), "kernel_avoid": kf.get("avoid"),
+                        "onnx_int8_encoding": v.get("onnx_int8_encoding")})
             row["checks_failed"] = [c["name"] for c in v.get("checks", []) if c.get("passed") is False]
             rows.append(row)
     return rundir.atomic_write_json(Path(run_dir) / "export" / "parity.json",

@@ -119,13 +119,20 @@ def accuracy_drop_points(float_accuracy: float | None, accuracy: float | None) -
 
 
 def check_thresholds(thresholds: Thresholds, parity: dict | None, size_bytes: int | None,
-                     fp32_size_bytes: int | None) -> list[dict]:
+                     fp32_size_bytes: int | None, *, weight_bytes: int | None = None,
+                     fp32_weight_bytes: int | None = None, kernel_fidelity: dict | None = None,
+                     emulated_parity: list[dict] | None = None) -> list[dict]:
     """One row per threshold the profile sets: name, limit, value, passed.
 
     `parity` is a manifest parity record (with `accuracy_drop_points`). A threshold that cannot
     be measured here (no labels for accuracy, no fp32 file to compare sizes with) gets
     passed=None and a note saying why, rather than a silent pass or an invented value;
     a non-finite output difference (value None) fails.
+    `max_size_ratio` is judged on weight bytes (edgekit.weight_bytes: what quantization shrinks,
+    not the file format's framing) when both are given, else on file bytes, and the note says
+    which; `max_size_bytes` is a flash budget, always on file bytes.
+    `kernel_fidelity` is an edgekit.fidelity record; a failing row carries its "avoid" text.
+    `emulated_parity` (edgekit.cpu_parity records) adds `<threshold>@<cpu>` rows for emulated CPUs.
     `max_latency_regression` needs a benchmark and a baseline: `edgekit check` judges it.
     """
     parity = parity or {}
@@ -155,15 +162,60 @@ def check_thresholds(thresholds: Thresholds, parity: dict | None, size_bytes: in
             None if v is None else v <= thresholds.max_accuracy_drop,
             "not measured: the parity sample has no labels" if v is None else None)
     if thresholds.max_size_ratio is not None:
-        if size_bytes is not None and fp32_size_bytes:
-            v = round(size_bytes / fp32_size_bytes, 6)
-            row("max_size_ratio", thresholds.max_size_ratio, v, v <= thresholds.max_size_ratio)
+        file_ratio = round(size_bytes / fp32_size_bytes, 6) if size_bytes is not None and fp32_size_bytes else None
+        if weight_bytes is not None and fp32_weight_bytes:
+            v = round(weight_bytes / fp32_weight_bytes, 6)
+            row("max_size_ratio", thresholds.max_size_ratio, v, v <= thresholds.max_size_ratio,
+                f"weight bytes {weight_bytes} / {fp32_weight_bytes} of the fp32 file"
+                + ("" if file_ratio is None else f"; file bytes ratio {file_ratio:.4g}"))
+            rows[-1]["file_size_ratio"] = file_ratio
+        elif file_ratio is not None:
+            row("max_size_ratio", thresholds.max_size_ratio, file_ratio, file_ratio <= thresholds.max_size_ratio,
+                "file bytes (no weight bytes recorded for both files)")
+            rows[-1]["file_size_ratio"] = file_ratio
         else:
             row("max_size_ratio", thresholds.max_size_ratio, None, None,
                 "not measured: no fp32 file of the same format in this export")
     if thresholds.max_size_bytes is not None and size_bytes is not None:
-        row("max_size_bytes", thresholds.max_size_bytes, size_bytes, size_bytes <= thresholds.max_size_bytes)
+        row("max_size_bytes", thresholds.max_size_bytes, size_bytes, size_bytes <= thresholds.max_size_bytes,
+            "file bytes (a flash budget)")
+    if thresholds.min_kernel_agreement is not None:
+        _kernel_row(rows, thresholds.min_kernel_agreement, kernel_fidelity)
+    if emulated_parity:
+        from edgekit.cpu_parity import emulated_checks
+
+        rows += emulated_checks(thresholds, emulated_parity)
     return rows
+
+
+def _kernel_row(rows: list[dict], limit: float, fidelity: dict | None) -> None:
+    """min_kernel_agreement: the runtime's fast kernels against its reference kernels on the same file."""
+    if not fidelity:
+        rows.append({"name": "min_kernel_agreement", "limit": limit, "value": None, "passed": None,
+                     "note": "not measured: no kernel-fidelity record (made for int8 files only)"})
+        return
+    # judged on the images outside the near-tie band (edgekit.fidelity); older records: all images
+    v = fidelity.get("decisive_agreement", fidelity.get("agreement"))
+    ok = v is not None and v >= limit
+    diff = fidelity.get("max_abs_diff")
+    steps = fidelity.get("max_abs_diff_steps")
+    r = {"name": "min_kernel_agreement", "limit": limit, "value": v, "passed": ok,
+         "note": (f"{fidelity.get('runtime')} {fidelity.get('fast')} vs {fidelity.get('reference')} on "
+                  f"{fidelity.get('decisive_samples', fidelity.get('samples'))} of {fidelity.get('samples')} "
+                  f"samples outside the {fidelity.get('tie_band_steps', 0):g}-step near-tie band "
+                  f"(all-sample agreement {fidelity.get('agreement', 0):.4f}), max_abs_diff "
+                  f"{'non-finite' if diff is None else format(diff, '.4g')}"
+                  + ("" if steps is None else f" ({steps:.3g} output steps)"))}
+    if not ok:
+        from edgekit.fidelity import PAIRS, avoid_text
+
+        pair = PAIRS.get(str(fidelity.get("runtime")))
+        # a record judged by a stricter profile than the one that made it has no "avoid" yet
+        r["avoid"] = fidelity.get("avoid") or (avoid_text(pair, str(fidelity.get("cpu_class", "?")),
+                                                          fidelity.get("encoding"))
+                                               if pair else None)
+        r["note"] += f"; avoid {r['avoid']}" if r["avoid"] else ""
+    rows.append(r)
 
 
 def failed_checks(checks: list[dict]) -> list[dict]:
@@ -176,5 +228,6 @@ def describe_failures(checks: list[dict]) -> str:
     for c in failed_checks(checks):
         op = ">=" if c["name"].startswith("min_") else "<="
         value = "non-finite" if c["value"] is None else f"{c['value']:.6g}"
-        parts.append(f"{c['name']} {value} (limit {op} {c['limit']:.6g})")
+        parts.append(f"{c['name']} {value} (limit {op} {c['limit']:.6g})"
+                     + (f": avoid {c['avoid']}" if c.get("avoid") else ""))
     return "; ".join(parts)

@@ -95,7 +95,7 @@ def run_all(out: str | Path = "runs/latest", dataset: str = "fashion-mnist", dat
                                        "total_seconds": round(seconds, 2), "gate_passed": result.passed,
                                        "finished_utc": rundir.utc_now()})
     rundir.update_manifest(out, record_run)
-    table = summary_table(out) + "\n\n" + result.table
+    table = summary_table(out, result) + "\n\n" + result.table
     rundir.atomic_write_text(out / "summary.txt", table + "\n")
     return Summary(table=table, report_html=html, passed=result.passed, seconds=seconds)
 
@@ -112,8 +112,12 @@ def _bench_key(run_dir: Path, quick: bool) -> str:
     return rundir.stage_key("bench", {"quick": quick}, hashes)
 
 
-def summary_table(run_dir: str | Path) -> str:
-    """One line per model and variant: accuracy, agreement, size, batch-1 single-thread p50."""
+def summary_table(run_dir: str | Path, gate=None) -> str:
+    """One line per model and variant: accuracy, agreement, size, batch-1 single-thread p50; then
+    the CPU it was measured on and, per network, whether int8 beat fp32 there (with `gate`, a
+    CheckResult, the fastest file that passes it)."""
+    from edgekit.records import machine_of, runtime_label, speed_findings, speed_sentence
+
     run_dir = Path(run_dir)
     m = rundir.load_manifest(run_dir)
     stages = m.get("stages", {})
@@ -138,19 +142,26 @@ def summary_table(run_dir: str | Path) -> str:
                          (v.get("file") or {}).get("size_bytes")))
         for vname, status, acc, agree, size in rows:
             r = best.get((net, vname))
-            fastest = f"{r['runtime']} {_options(r)}" if r else ""
+            fastest = runtime_label(r) if r else ""
             lines.append(f"{net:8} {vname:16} {status:8} {_fmt(acc, '.4f'):>8} {_fmt(agree, '.4f'):>7} "
                          f"{_fmt(size / 1024 if size else None, '.1f'):>9} "
                          f"{_fmt(r['p50_ms'] if r else None, '.3f'):>8}  {fastest}".rstrip())
     data = stages.get("export", {}).get("data", {})
     if data.get("samples"):
         lines.append(f"accuracy and agreement on {data['samples']} images ({data.get('parity', 'test set')})")
+    cpu = machine_of(results)
+    cpu_text = f"{cpu.get('cpu_model') or 'unknown CPU'} ({cpu.get('cpu_class') or '?'}; int8 flags: " \
+               f"{', '.join(cpu.get('int8_flags') or []) or 'none recorded'})"
+    if results.get("records"):
+        lines.append(f"latency measured on {cpu_text}")
+    passing = None
+    if gate is not None:
+        failing = {(r.model, r.variant) for r in gate.rows if not r.passed}
+        passing = {(r["model"], r["variant"]) for r in results.get("records", [])} - failing
+    ok = [r for r in results.get("records", []) if r.get("status") == "ok"]
+    for finding in speed_findings(ok, (1, 1), passing):
+        lines.append(speed_sentence(finding, cpu.get("cpu_class") or "?").replace("`", ""))
     return "\n".join(lines)
-
-
-def _options(record: dict) -> str:
-    opts = record.get("runtime_options") or {}
-    return " ".join(f"{k}={v}" for k, v in opts.items())
 
 
 def _fmt(value, spec: str) -> str:

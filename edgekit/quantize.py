@@ -170,18 +170,24 @@ def representative_set(x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 def audit_int8(path: str | Path) -> dict:
     """Does an int8 file hold int8 weights and run its MACs in integer kernels?
 
-    {"weight_dtypes": {dtype: elements of MAC-op weights as stored}, "int8_weight_fraction",
-     "integer_mac_fraction" (after the runtime's graph optimization), "macs": {"integer", "float"},
-     "ops": [per MAC op], "passed", "reason"}"""
+    {"weight_dtypes": {dtype: elements of MAC-op weights as stored}, "int8_weight_fraction"
+     (8-bit: int8, or uint8 with a zero point as in u8u8 ONNX files), "integer_mac_fraction"
+     (after the runtime's graph optimization), "macs": {"integer", "float"}, "ops": [per MAC op],
+     "passed", "reason"}; ONNX files also get "saturation" (edgekit.saturation.saturation_audit).
+    Saturation does not fail the audit: it is a property of some CPUs' kernels, judged by the
+    kernel-fidelity check; the audit reports it so that any machine can see it."""
     path = Path(path)
     if path.suffix == ".tflite":
         ops, weights = tflite_mac_ops(path)
         runtime = "litert builtin kernels"
     elif path.suffix == ".onnx":
-        from edgekit.onnx_int8 import onnx_mac_ops, onnx_weight_dtypes
+        from edgekit.onnx_audit import onnx_mac_ops, onnx_weight_dtypes
+        from edgekit.saturation import saturation_audit
 
         ops, weights = onnx_mac_ops(path), onnx_weight_dtypes(path)
-        runtime = "onnxruntime CPU, graph_optimization=all"
+        audit = summarize_audit(ops, weights, "onnxruntime CPU, graph_optimization=all")
+        audit["saturation"] = saturation_audit(path)  # what ORT's AVX2 U8S8 kernels would do to it
+        return audit
     else:
         raise ConfigError(f"{path}: the int8 audit reads .tflite and .onnx files, not '{path.suffix}'")
     return summarize_audit(ops, weights, runtime)
@@ -190,7 +196,8 @@ def audit_int8(path: str | Path) -> dict:
 def summarize_audit(ops: list[dict], weight_dtypes: dict[str, int], runtime: str) -> dict:
     """Per-op records {op, macs, integer} and stored weight element counts -> the verdict."""
     total_w = sum(weight_dtypes.values())
-    int8_frac = weight_dtypes.get("int8", 0) / total_w if total_w else 0.0
+    eight_bit = weight_dtypes.get("int8", 0) + weight_dtypes.get("uint8", 0)  # u8u8: uint8, zero point 128
+    int8_frac = eight_bit / total_w if total_w else 0.0
     int_macs = sum(op["macs"] for op in ops if op["integer"])
     all_macs = sum(op["macs"] for op in ops)
     mac_frac = int_macs / all_macs if all_macs else 0.0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import copy_run
-from edgekit import rundir
+from edgekit import machine, rundir
 from edgekit.bench import (ModelFile, TestSet, assemble_records, bench_run, find_model_files, run_worker,
                            validate_results)
 from edgekit.errors import ConfigError, RunDirError
@@ -34,7 +34,7 @@ def test_every_file_on_every_runtime(benched):
     variants = m["stages"]["export"]["models"]["cnn"]["variants"]
     want = {("mlp", "keras-fp32"), ("cnn", "keras-fp32"), ("cnn", "keras-qat")}
     want |= {("cnn", v) for v, rec in variants.items() if rec["status"] == "ok"}
-    recs = results["records"]
+    recs = [r for r in results["records"] if r["stage"] == "bench"]
     assert {(r["model"], r["variant"]) for r in recs} == want
     for r in recs:
         assert r["runtime"] == FORMAT_RUNTIME[r["format"]]
@@ -86,6 +86,20 @@ def test_accuracy_agrees_with_export_parity(benched):
             assert r["accuracy"] == pytest.approx(float_acc, abs=0.05) and r["agreement"] >= 0.9
 
 
+def test_results_name_the_machine_and_each_file_hash(benched):
+    """Where the figures were measured (CPU model, int8 ISA flags, class) and of which exact file."""
+    run, results = benched
+    on_disk = json.loads((run / "results.json").read_text())
+    assert on_disk["machine"] == machine.describe() == rundir.load_manifest(run)["stages"]["bench"]["machine"]
+    assert on_disk["environment"]["cpu_class"] == on_disk["machine"]["cpu_class"]
+    changed = "export/cnn/tflite-fp16.tflite"  # the fixture appended a byte after export hashed it
+    for r in results["records"]:
+        assert r["stage"] == "bench" and len(r["sha256"]) == 64
+        assert (r["sha256"] == rundir.sha256_file(run / r["file"])) == (r["file"] != changed), r["file"]
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    assert {row["sha256"] for row in rows} == {r["sha256"] for r in results["records"]}
+
+
 def test_changed_file_is_reported_not_benched(benched):
     _, results = benched
     bad = [r for r in results["records"] if r["variant"] == "tflite-fp16"]
@@ -122,6 +136,9 @@ def _broken(results: dict, change) -> dict:
     lambda r: r["records"][0].update(p50_repeats_ms=None),                # ok without repeats
     lambda r: r.update(schema_version=2),
     lambda r: r["settings"].pop("repeats"),
+    lambda r: r["records"][0].update(threads=None),                       # measured, but at no thread count
+    lambda r: r["records"][0].update(stage="export"),                     # ok, yet never benched
+    lambda r: r["machine"].pop("int8_flags"),
 ])
 def test_schema_rejects_broken_results(benched, change):
     _, results = benched
@@ -129,6 +146,15 @@ def test_schema_rejects_broken_results(benched, change):
     validate_results(ok_first)
     with pytest.raises(RunDirError, match="results_schema.json"):
         validate_results(_broken(ok_first, change))
+
+
+def test_results_written_before_machine_and_hashes_stay_valid(benched):
+    """schema_version stays 1: machine, stage and sha256 are optional, so older files still validate."""
+    _, results = benched
+    old = {k: v for k, v in json.loads(json.dumps(results)).items() if k != "machine"}
+    for r in old["records"]:
+        del r["stage"], r["sha256"]
+    validate_results(old)
 
 
 def test_failed_record_needs_an_error(benched):
@@ -216,3 +242,79 @@ def test_cli_on_a_folder_without_manifest(tmp_path, capsys):
     assert main(["bench", "--run", str(tmp_path / "nothing"), "--quick"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgekit: error:") and "edgekit export" in err and "\n" not in err
+
+
+def _load_targets():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("targets", Path(__file__).parent.parent / "bench" / "targets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_failed_and_skipped_variants_keep_a_record(exported_run, tmp_path):
+    """Variants export failed or skipped stay in results.json/csv with status and reason; the gate
+    judges them from the manifest (not as bench failures); check compares this real bench output
+    with itself, and not with a baseline from other CPU flags; targets.py names the CPU class."""
+    from edgekit.check import check_run
+    from edgekit.export import NO_CALIBRATION
+
+    run = copy_run(exported_run, tmp_path / "run")
+    failed_error = "RuntimeError: tf2onnx could not convert the graph"
+
+    def export_failures(m):  # the shapes export writes (export._blank_record / _qat)
+        v = m["stages"]["export"]["models"]["cnn"]["variants"]
+        v["onnx-int8-qat"].update(status="failed", error=failed_error, file=None, files=[], parity=None, audit=None)
+        v["tflite-int8-ptq"].update(status="skipped", error=NO_CALIBRATION, file=None, files=[], parity=None,
+                                    audit=None)
+    rundir.update_manifest(run, export_failures)
+    results = bench_run(run, runtimes=("onnxruntime",), threads=(1,), batches=(1,), quick=True)
+    validate_results(results)
+    kept = {r["variant"]: r for r in results["records"] if r["stage"] == "export"}
+    assert set(kept) == {"onnx-int8-qat", "tflite-int8-ptq"}
+    assert kept["onnx-int8-qat"]["status"] == "failed" and kept["onnx-int8-qat"]["runtime"] == "onnxruntime"
+    assert kept["onnx-int8-qat"]["error"] == f"not benched: export failed: {failed_error}"
+    assert kept["tflite-int8-ptq"]["status"] == "skipped" and kept["tflite-int8-ptq"]["runtime"] == "litert"
+    assert kept["tflite-int8-ptq"]["error"] == f"not benched: export skipped: {NO_CALIBRATION}"
+    assert all(r["threads"] is None and r["p50_ms"] is None and r["file"] is None for r in kept.values())
+    on_disk = json.loads((run / "results.json").read_text())
+    assert [r for r in on_disk["records"] if r["stage"] == "export"] == list(kept.values())
+    rows = {row["variant"]: row for row in csv.DictReader((run / "results.csv").open()) if row["stage"] == "export"}
+    assert {v: (row["status"], row["error"], row["threads"]) for v, row in rows.items()} == {
+        v: (r["status"], r["error"], "") for v, r in kept.items()}
+    section = rundir.load_manifest(run)["stages"]["bench"]
+    assert section["not_benched_records"] == 2 and section["failed_records"] == 0
+
+    # the gate: export rows fail for the two variants; no "bench" row for them
+    result = check_run(run, baseline=str(run / "results.json"))
+    assert {(r.variant, r.check) for r in result.rows if not r.passed} == {
+        ("onnx-int8-qat", "export"), ("tflite-int8-ptq", "export")}
+    lat = [r for r in result.rows if r.check == "latency_p50_ratio"]
+    # the one int8 file benched here (onnx-int8-ptq, t1 b1), against its own measurement: ratio 1
+    assert [(r.variant, r.compared, r.value) for r in lat] == [("onnx-int8-ptq", True, 1.0)]
+    other = dict(on_disk, machine=dict(on_disk["machine"], int8_flags=["sse4_1", "avx2"]))
+    rundir.atomic_write_json(tmp_path / "other-cpu.json", other)
+    result = check_run(run, baseline=str(tmp_path / "other-cpu.json"))
+    lat = [r for r in result.rows if r.check == "latency_p50_ratio"]
+    assert [(r.variant, r.compared) for r in lat] == [("onnx-int8-ptq", False)]
+    assert (f"skipped: CPU flags differ: {','.join(on_disk['machine']['int8_flags'])} vs sse4_1,avx2; latency not "
+            "compared for 1 measurement: cnn onnx-int8-ptq (onnxruntime graph_optimization=all t1 b1)") in result.table
+
+    # targets.py: int8 vs fp32 is a target only with int8 dot products; the run time names the class
+    targets = _load_targets()
+    rundir.update_manifest(run, lambda m: rundir.stage(m, "run").update(quick=False,
+                                                                        total_seconds=results["seconds"]))
+    for cls, judged in (("x86-avx512-vnni", True), ("x86-avx2", False), ("arm64-dotprod", True), ("arm64", False)):
+        rundir.atomic_write_json(run / "results.json", dict(on_disk, machine=dict(on_disk["machine"], cpu_class=cls)))
+        rows = {r["target"]: r for r in targets.collect(run)}
+        int8 = rows[f"cnn fastest int8 / fastest fp32 p50 (batch 1, 1 thread) on {cls}"]
+        assert "onnx-int8-ptq onnxruntime" in int8["value"] and "onnx-fp32 onnxruntime" in int8["value"]
+        if judged:
+            assert int8["limit"] == "<= 1.0" and isinstance(int8["met"], bool)
+        else:
+            assert int8["limit"] == f"not a target on {cls} (no int8 dot product)" and int8["met"] is None
+        total = rows[f"edgekit run end to end, seconds, on {cls}"]
+        assert total["limit"] == "< 1800" and total["met"] is (results["seconds"] < 1800)
+    assert targets.main(["--run", str(run), "--out", str(tmp_path / "targets.json")]) in (0, 1)
+    assert json.loads((tmp_path / "targets.json").read_text())["rows"]

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from edgekit import rundir
+from edgekit import machine, rundir
 from edgekit.check import CheckResult, check_run
 from edgekit.cli import main
 from edgekit.config import load_profile, profile_to_dict
@@ -107,7 +107,7 @@ def time_blocks(fn: Callable[[], object], repeats: int = 7, runs: int = 25) -> t
     return all_ms, p50s
 
 
-def bench_record(model, variant, fmt, cls, batch, size, acc, agree, n, all_ms, p50s) -> dict:
+def bench_record(model, variant, fmt, cls, batch, size, acc, agree, n, all_ms, p50s, sha256=None) -> dict:
     ms = np.asarray(all_ms)
     p50 = float(np.median(ms))
     return {"model": model, "variant": variant, "format": fmt, "variant_class": cls, "runtime": "numpy",
@@ -116,7 +116,7 @@ def bench_record(model, variant, fmt, cls, batch, size, acc, agree, n, all_ms, p
             "mean_ms": float(ms.mean()), "p50_ms": p50, "p90_ms": float(np.percentile(ms, 90)),
             "p99_ms": float(np.percentile(ms, 99)), "std_ms": float(ms.std()),
             "throughput_ips": batch * 1e3 / p50, "p50_repeats_ms": p50s, "peak_rss_mb": None,
-            "status": "ok", "error": None}
+            "status": "ok", "error": None, "stage": "bench", "sha256": sha256}
 
 
 def build_run(dest: Path, broken: dict[str, str] | None = None, seed: int = 0) -> Path:
@@ -143,7 +143,7 @@ def build_run(dest: Path, broken: dict[str, str] | None = None, seed: int = 0) -
         xb = x_te[:batch]
         all_ms, p50s = time_blocks(lambda: xb @ w + b)
         records.append(bench_record(model, "keras-fp32", "keras", "float", batch, src.stat().st_size, float_acc,
-                               1.0, len(y_te), all_ms, p50s))
+                                    1.0, len(y_te), all_ms, p50s, rundir.sha256_file(src)))
     variants = {}
     for name, (fmt, cls) in VARIANTS.items():
         predict, blob, audit = _variant(w, b, cls, x_tr[:500], broken.get(name))
@@ -171,7 +171,8 @@ def build_run(dest: Path, broken: dict[str, str] | None = None, seed: int = 0) -
             xb = x_te[:batch]
             all_ms, p50s = time_blocks(lambda: predict(xb))
             records.append(bench_record(model, name, fmt, cls, batch, rec["size_bytes"], acc,
-                                   variants[name]["parity"]["agreement"], len(y_te), all_ms, p50s))
+                                        variants[name]["parity"]["agreement"], len(y_te), all_ms, p50s,
+                                        rec["sha256"]))
 
     manifest = rundir.empty_manifest()
     manifest["stages"] = {
@@ -184,7 +185,8 @@ def build_run(dest: Path, broken: dict[str, str] | None = None, seed: int = 0) -
                                       "num_classes": CLASSES, "float_accuracy": float_acc, "variants": variants}}}}
     rundir.atomic_write_json(dest / rundir.MANIFEST, manifest)
     rundir.atomic_write_json(dest / "results.json", {
-        "schema_version": 1, "created_utc": rundir.utc_now(), "environment": rundir.versions(),
+        "schema_version": 1, "created_utc": rundir.utc_now(), "machine": machine.describe(),
+        "environment": rundir.versions(),
         "settings": {"quick": True, "threads": [1], "batches": list(BATCHES), "warmup_runs": 3,
                      "min_runs": 25, "min_seconds": 0, "repeats": 7},
         "records": records})
@@ -398,8 +400,151 @@ def test_baseline_without_matching_records_compares_nothing(good_run, tmp_path):
     run, base = _with_repeats(good_run, tmp_path, _known(1.0, 0.03))
     _edit_json(base, lambda res: [r.update(threads=4) for r in res["records"]])
     result = check_run(run, baseline=str(base))
-    assert result.passed and not _rows(result, check="latency_p50_ratio")
+    lat = _rows(result, check="latency_p50_ratio")
+    assert result.passed and len(lat) == 4 and not any(r.compared for r in lat)
+    assert all(r.note == "not compared: the baseline has no ok record of this setting" for r in lat)
     assert "0 of 4 measurements compared (the baseline has no matching records)" in result.table
+
+
+# ------------------------------------------------------------------ like with like
+
+def _compared_and_skipped(result: CheckResult) -> tuple[list, list]:
+    lat = _rows(result, check="latency_p50_ratio")
+    return [r for r in lat if r.compared], [r for r in lat if not r.compared]
+
+
+def _skip_lines(table: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith("skipped: ")]
+
+
+def test_ratio_shown_is_the_ratio_of_the_figures_shown(good_run, tmp_path):
+    """The note's two ms figures are the medians of the repeat-block p50s, the figures the ratio
+    divides, not the pooled p50s (which differ from them: every record here has both)."""
+    run, base = _with_repeats(good_run, tmp_path, _known(1.3, 0.03))
+    # pooled p50 != block median, as in a real run: the note must not show the pooled one
+    _edit_json(run / "results.json", lambda res: [r.update(p50_ms=r["p50_ms"] * 0.9) for r in res["records"]])
+    compared, skipped = _compared_and_skipped(check_run(run, baseline=str(base)))
+    assert len(compared) == 4 and not skipped
+    cur = {(r["variant"], r["batch"]): r for r in json.loads((run / "results.json").read_text())["records"]}
+    for r in compared:
+        old_ms, new_ms = (float(x) for x in r.note.split(" ms ")[0].split(" -> "))
+        shown_ratio = float(r.note.split("p50 x")[1].split()[0])
+        # both figures are printed to 4 significant digits (relative rounding <= 5e-4 each), so
+        # their quotient is within ~1e-3 relative of the exact ratio; the ratio itself to 3 decimals
+        assert new_ms / old_ms == pytest.approx(r.value, rel=1.5e-3), r.note
+        assert shown_ratio == pytest.approx(r.value, abs=5e-4 + 1e-12)
+        rec = cur[(r.variant, int(r.runtime.split(" b")[1]))]
+        assert new_ms == pytest.approx(float(np.median(rec["p50_repeats_ms"])), rel=5e-4)
+        assert new_ms != pytest.approx(rec["p50_ms"], rel=0.02)  # the pooled figure is 10% lower
+
+
+def _unlike_run(good_run, tmp_path, change_baseline, factor: float = 1.6):
+    """Current = 1.6x slower than the baseline in every int8 repeat block (a clear regression when
+    compared), then one field of the baseline changed."""
+    run, base = _with_repeats(good_run, tmp_path, _known(factor, 0.03))
+    _edit_json(base, change_baseline)
+    return run, base
+
+
+def _check_skipped_everything(run, base, why: str) -> CheckResult:
+    result = check_run(run, baseline=str(base))
+    compared, skipped = _compared_and_skipped(result)
+    assert not compared and len(skipped) == 4
+    assert all(r.note == "not compared: " + why and r.status == "skipped" and r.passed for r in skipped)
+    # one line says what differs and lists what it kept from being compared
+    lines = _skip_lines(result.table)
+    assert len(lines) == 1 and lines[0].startswith(f"skipped: {why}; latency not compared for 4 measurements: ")
+    assert "lin onnx-int8-ptq (numpy t1 b1, numpy t1 b32)" in lines[0]
+    assert "0 of 4 measurements compared, 4 skipped as unlike" in result.table
+    # accuracy and parity are still judged: the 1.6x slower latency does not fail, the rest passes
+    assert result.passed and _rows(result, variant="onnx-int8-ptq", check="max_accuracy_drop")[0].passed
+    return result
+
+
+def test_same_cpu_and_settings_compare_and_catch_the_regression(good_run, tmp_path):
+    run, base = _unlike_run(good_run, tmp_path, lambda res: None)
+    result = check_run(run, baseline=str(base))
+    compared, skipped = _compared_and_skipped(result)
+    assert len(compared) == 4 and not skipped and not _skip_lines(result.table)
+    assert not result.passed and all(r.status == "FAIL" for r in compared)
+
+
+def test_baseline_on_other_cpu_flags_is_not_compared(good_run, tmp_path, capsys):
+    here = machine.describe()["int8_flags"]
+    other = [f for f in here if f != "avx512_vnni"] if "avx512_vnni" in here else [*here, "avx512_vnni"]
+    run, base = _unlike_run(good_run, tmp_path, lambda res: res["machine"].update(int8_flags=other))
+    why = f"CPU flags differ: {','.join(here)} vs {','.join(other)}"
+    _check_skipped_everything(run, base, why)
+    assert main(["check", "--run", str(run), "--baseline", str(base)]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped: {why}; latency not compared for 4 measurements" in out
+
+
+def test_baseline_on_another_cpu_model_is_not_compared(good_run, tmp_path):
+    run, base = _unlike_run(good_run, tmp_path, lambda res: res["machine"].update(cpu_model="Other CPU 9000"))
+    _check_skipped_everything(run, base, f"CPU differs: {machine.describe()['cpu_model']} vs Other CPU 9000")
+
+
+def test_baseline_without_machine_is_not_compared(good_run, tmp_path):
+    run, base = _unlike_run(good_run, tmp_path, lambda res: res.pop("machine"))
+    result = _check_skipped_everything(run, base, "baseline does not record its CPU")
+    assert "skipped: baseline does not record its CPU; latency not compared" in result.table
+
+
+def test_quick_baseline_against_full_settings_is_not_compared(good_run, tmp_path):
+    """A --quick baseline against a full bench: every timing setting that differs is named."""
+    from edgekit.latency import FULL
+
+    full = dict(dataclasses.asdict(FULL), quick=False)
+    run, base = _unlike_run(good_run, tmp_path, lambda res: None)
+    current = json.loads((run / "results.json").read_text())["settings"]
+    _edit_json(run / "results.json", lambda res: res["settings"].update(full))
+    old = json.loads(base.read_text())["settings"]
+    diffs = [f"{k} {full[k]} vs {old[k] if old.get(k) is not None else 'not recorded'}"
+             for k in ("quick", "warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_seconds", "repeats")
+             if full[k] != old.get(k)]
+    assert current == old and "quick True vs False" not in diffs and "quick False vs True" in diffs
+    _check_skipped_everything(run, base, "bench settings differ: " + ", ".join(diffs))
+
+
+def test_other_runtime_version_is_not_compared(good_run, tmp_path):
+    # build_run's records run on "numpy", so numpy's version is the runtime version compared
+    now = rundir.versions()["numpy"]
+    run, base = _unlike_run(good_run, tmp_path, lambda res: res["environment"].update(numpy="1.0.0"))
+    _check_skipped_everything(run, base, f"runtime versions differ: numpy {now} vs 1.0.0")
+
+
+def test_other_file_hash_skips_only_that_file(good_run, tmp_path):
+    def other_file(res):
+        for r in res["records"]:
+            if r["variant"] == "tflite-int8-ptq":
+                r["sha256"] = "0" * 64
+    run, base = _unlike_run(good_run, tmp_path, other_file)
+    result = check_run(run, baseline=str(base))
+    compared, skipped = _compared_and_skipped(result)
+    assert {r.variant for r in compared} == {"onnx-int8-ptq"} and len(compared) == 2
+    assert {r.variant for r in skipped} == {"tflite-int8-ptq"} and len(skipped) == 2
+    new = _rows(result, variant="tflite-int8-ptq", check="file")[0]
+    assert new.passed
+    lines = _skip_lines(result.table)
+    assert len(lines) == 1 and lines[0].startswith("skipped: file differs: sha256 ")
+    assert lines[0].endswith("vs 000000000000; latency not compared for 2 measurements: "
+                             "lin tflite-int8-ptq (numpy t1 b1, numpy t1 b32)")
+    assert all(len(r["sha256"]) == 64 for r in json.loads((run / "results.json").read_text())["records"])
+    assert not result.passed  # the onnx file is compared, and its 1.6x slow-down still fails
+    assert "2 of 4 measurements compared, 2 skipped as unlike" in result.table
+
+
+def test_export_failures_in_results_are_not_bench_failures(good_run, tmp_path):
+    """A stage-export record (the bench never ran the variant) is judged from the manifest only."""
+    run = _copy(good_run, tmp_path / "run")
+
+    def add(res):
+        res["records"].append(dict(res["records"][-1], status="failed", stage="export", threads=None, batch=None,
+                                   error="not benched: export failed: ConverterError"))
+    _edit_json(run / "results.json", add)
+    result = check_run(run)
+    assert result.passed and not _rows(result, check="bench")
 
 
 def _interleaved(fn_base, fn_cur, repeats: int = 20, runs: int = 40) -> tuple[list[float], list[float]]:

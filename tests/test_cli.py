@@ -78,6 +78,27 @@ def test_usage_conflict_in_export_is_a_config_error(tmp_path, capsys):
     assert "profile 'nosuch' not found" in capsys.readouterr().err
 
 
+def test_trust_model_is_for_a_users_file_only(tmp_path, capsys):
+    assert cli.main(["export", "--run", str(tmp_path), "--trust-model"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgekit: error: --trust-model applies to --model FILE") and err.count("\n") == 1
+    assert exit_code(["export", "--help"]) == 0
+    assert "--trust-model" in capsys.readouterr().out
+
+
+def test_a_refused_model_exits_2_in_one_line(tmp_path, capsys):
+    """A file the scan refuses is the user's input being wrong: exit 2, one line, nothing written."""
+    import tf_keras
+
+    i = tf_keras.Input((3,))
+    tf_keras.Model(i, tf_keras.layers.Lambda(lambda t: t * 2.0, name="double")(i)).save(str(tmp_path / "m.h5"))
+    out = tmp_path / "out"
+    assert cli.main(["export", "--model", str(tmp_path / "m.h5"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"edgekit: error: {tmp_path / 'm.h5'}: refused to load: it holds Lambda layer 'double'")
+    assert err.count("\n") == 1 and "--trust-model" in err and not out.exists()
+
+
 @pytest.mark.parametrize("where", ["after", "before"])
 def test_debug_reraises(tmp_path, where):
     argv = ["train", "--dataset", "/nonexistent.npz", "--out", str(tmp_path / "run")]

@@ -77,6 +77,23 @@ def test_check_thresholds_each_limit():
     assert "min_agreement 0.5 (limit >= 0.6)" in text and "max_size_bytes 30 (limit <= 25)" in text
 
 
+def test_size_ratio_is_judged_on_weight_bytes_and_flash_budget_on_file_bytes():
+    """A 15 KiB-style case: 3,000 of 12,000 file bytes are framing; int8 weights are a quarter of
+    float. File ratio (1,500 + 3,000) / (6,000 + 3,000) = 0.5 fails 0.32; weight ratio 1,500 / 6,000
+    = 0.25 passes, and the row says so and keeps the file ratio beside it."""
+    th = Thresholds(max_size_ratio=0.32, max_size_bytes=4000)
+    rows = {c["name"]: c for c in check_thresholds(th, {}, 4500, 9000, weight_bytes=1500, fp32_weight_bytes=6000)}
+    ratio = rows["max_size_ratio"]
+    assert ratio["value"] == 0.25 and ratio["passed"] is True and ratio["file_size_ratio"] == 0.5
+    assert "weight bytes 1500 / 6000" in ratio["note"] and "file bytes ratio 0.5" in ratio["note"]
+    budget = rows["max_size_bytes"]
+    assert budget["value"] == 4500 and budget["passed"] is False and "file bytes" in budget["note"]
+    # without weight bytes for both files (an older record): file bytes, and the note says so
+    rows = {c["name"]: c for c in check_thresholds(th, {}, 4500, 9000, weight_bytes=1500)}
+    assert rows["max_size_ratio"]["value"] == 0.5 and rows["max_size_ratio"]["passed"] is False
+    assert "file bytes" in rows["max_size_ratio"]["note"]
+
+
 def test_unmeasurable_thresholds_are_reported_not_passed():
     parity = compare(REF, OUT).to_dict()          # no labels
     parity["accuracy_drop_points"] = None

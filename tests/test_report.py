@@ -14,7 +14,9 @@ import pytest
 from edgekit import rundir
 from edgekit.cli import main
 from edgekit.errors import RunDirError
-from edgekit.report import PLOTS, render_report
+from edgekit.check import check_run
+from edgekit.plots import PLOTS
+from edgekit.report import render_report
 from test_check import VARIANTS, bench_record, build_run, time_blocks
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -68,13 +70,15 @@ def test_markdown_tables_carry_the_measured_figures(rendered):
             cells = next(r for r in rows if f"| {rec['variant']} |" in r).split(" | ")
             assert cells[3] == f"{100 * rec['accuracy']:.2f}"
             assert float(cells[6]) == pytest.approx(rec["p50_ms"], rel=5e-3)
-    parity = md.split("### Export parity")[1].split("###")[0]
+    parity = md.split("<summary>Export parity</summary>")[1].split("</details>")[0]
     v = manifest["stages"]["export"]["models"]["lin"]["variants"]["tflite-int8-ptq"]
     line = next(r for r in parity.splitlines() if "| tflite-int8-ptq |" in r)
     assert f"| {v['file']['size_bytes'] / 1024:.1f} |" in line and "| 0.259 |" in line
     # the broken variant's gate failure is in the report, by how much
-    gate = md.split("### Gate")[1].split("###")[0]
-    assert "FAILED" in gate and "onnx-int8-ptq" in gate and "max_accuracy_drop" in gate and "over by" in gate
+    verdict = md.split("### Verdict")[1].split("###")[0]
+    assert "Gate FAILED" in verdict and "lin onnx-int8-ptq" in verdict
+    gate = md.split("### Gate details")[1].split("###")[0]
+    assert "onnx-int8-ptq" in gate and "max_accuracy_drop" in gate and "over by" in gate
     assert "<details><summary>All measurements (12)</summary>" in md
 
 
@@ -88,7 +92,8 @@ def test_report_without_manifest_and_with_failed_records(rendered, tmp_path, cap
     assert str(run / "report.html") in capsys.readouterr().out
     md = (run / "report.md").read_text()
     assert "### Failed measurements" in md and "delegate refused the model" in md and "stack" not in md
-    assert "### Gate" not in md and "### Export parity" not in md  # nothing to say without an export
+    assert "Gate not evaluated" in md  # nothing to judge without an export
+    assert "### Files" not in md and "Export parity" not in md
     assert all((run / "plots" / f"{stem}.png").exists() for stem in PLOTS)
 
 
@@ -119,7 +124,7 @@ def test_latency_axis_is_log_only_for_wide_ranges():
     """Eager Keras (~30 ms) next to LiteRT (~0.3 ms) needs a log axis; close figures read better linear."""
     from matplotlib.figure import Figure
 
-    from edgekit.report import _latency_axis
+    from edgekit.plots import _latency_axis
 
     wide, close = Figure().add_subplot(), Figure().add_subplot()
     assert _latency_axis(wide, [0.3, 0.5, 31.0], bars=True) == ", log scale"
@@ -156,6 +161,17 @@ def measured_export(exported_run, synthetic, tmp_path_factory) -> Path:
                       float(np.mean(out.argmax(1) == ref.argmax(1))), len(y), all_ms, p50s)
         rec.update(runtime=rt.name, runtime_options={k: v[0] for k, v in rt.options.items()})
         records.append(rec)
+    # the bench's secondary option sets are scored on fewer images (bench.SECONDARY_SAMPLES): here
+    # LiteRT's builtin kernels on the first 100 of the 200, as a real run's xnnpack=off rows are
+    fmt, cls, rel = files["tflite-fp32"]
+    session = runtime_for(run / rel).open(run / rel, threads=1, xnnpack=False)
+    out = session.predict(x[:100])
+    all_ms, p50s = time_blocks(session.bind(session.prepare(x[:1])), repeats=5, runs=20)
+    rec = bench_record("cnn", "tflite-fp32", fmt, cls, 1, (run / rel).stat().st_size,
+                       float(np.mean(out.argmax(1) == y[:100])), float(np.mean(out.argmax(1) == ref.argmax(1)[:100])),
+                       100, all_ms, p50s)
+    rec.update(runtime="litert", runtime_options={"xnnpack": False})
+    records.append(rec)
     rundir.atomic_write_json(run / "results.json", {"schema_version": 1, "created_utc": rundir.utc_now(),
                                                     "environment": rundir.versions(), "settings": {"repeats": 5},
                                                     "records": records})
@@ -166,15 +182,146 @@ def measured_export(exported_run, synthetic, tmp_path_factory) -> Path:
 def test_report_of_a_real_export(measured_export):
     md = (measured_export / "report.md").read_text()
     summary = md.split("### Latency and accuracy (batch 1, 1 thread)")[1].split("###")[0]
-    assert "| cnn | keras-fp32 | keras |" in summary
+    assert "| cnn | keras-fp32 | keras t1 b1 |" in summary
     for v in ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8-ptq", "tflite-int8-qat"):
-        assert f"| cnn | {v} | litert xnnpack=on |" in summary
+        assert f"| cnn | {v} | litert xnnpack=on t1 b1 |" in summary
     for v in ("onnx-fp32", "onnx-int8-ptq", "onnx-int8-qat"):
-        assert f"| cnn | {v} | onnxruntime graph_optimization=all |" in summary
-    parity = md.split("### Export parity")[1].split("###")[0]
+        assert f"| cnn | {v} | onnxruntime graph_optimization=all t1 b1 |" in summary
+    parity = md.split("<summary>Export parity</summary>")[1].split("</details>")[0]
     assert parity.count("| cnn |") == 8 and parity.count("| ok |") == 8
-    assert "### Gate" in md and "PASSED" in md.split("### Gate")[1].split("###")[0]
+    result = check_run(measured_export)
+    verdict = md.split("### Verdict")[1].split("###")[0]
+    assert ("Gate PASSED" in verdict) == result.passed and f"{len(result.rows)} checks" in verdict
+    files = md.split("### Files")[1].split("###")[0]
+    assert files.count("| cnn |") == 8  # one row per exported file
     page = (measured_export / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3
     for stem in PLOTS:
         _png_size((measured_export / "plots" / f"{stem}.png").read_bytes())
+    # one accuracy column, two image sets: every row says how many images it was scored on
+    header = next(line for line in summary.splitlines() if line.startswith("| model |"))
+    assert "| images |" in header
+    off = next(line for line in summary.splitlines() if "| litert xnnpack=off t1 b1 |" in line)
+    on = next(line for line in summary.splitlines() if "| cnn | tflite-fp32 | litert xnnpack=on t1 b1 |" in line)
+    assert "| 100 |" in off and "| 200 |" in on
+
+
+# ------------------------------------------------------------------ what a user sees first
+
+def _section(md: str, title: str) -> str:
+    return md.split(f"### {title}")[1].split("\n### ")[0]
+
+
+def test_html_opens_with_verdict_then_cpu_then_files_then_plots(rendered):
+    page = (rendered / "report.html").read_text()
+    order = [page.index('<div class="verdict fail">'), page.index("CPU: "), page.index("<h2>Files</h2>"),
+             page.index("<img ")]
+    assert order == sorted(order)
+    # bench settings are there, but folded
+    settings = page.index("<summary><h2>Bench settings</h2></summary>")
+    assert page.rfind("<details>", 0, settings) > page.rfind("</details>", 0, settings)
+    assert "warmup_runs" in page[settings:page.index("</details>", settings)]
+    # every table scrolls inside its own box rather than widening the page
+    assert page.count("<table>") == page.count('<div class="scroll"><table>') > 0
+    md = (rendered / "report.md").read_text()
+    assert md.index("### Verdict") < md.index("### Machine") < md.index("### Files") < md.index("### Latency")
+    assert "<details><summary>Bench settings</summary>" in md
+
+
+def test_files_table_has_one_row_per_file_with_the_gate_verdict(rendered):
+    md = (rendered / "report.md").read_text()
+    files = _section(md, "Files")
+    rows = {line.split(" | ")[1]: line for line in files.splitlines() if line.startswith(("| lin |", "| **lin** |"))}
+    assert sorted(rows) == sorted(VARIANTS)
+    result = check_run(rendered)
+    for variant, line in rows.items():
+        failed = [r.check for r in result.rows if r.variant == variant and not r.passed]
+        assert line.split(" | ")[2] == ("FAIL" if failed else "pass")
+        assert all(check in line for check in failed)
+    assert "max_accuracy_drop: over by" in rows["onnx-int8-ptq"]
+
+
+def test_failed_and_skipped_variants_keep_a_row_with_their_reason(rendered, tmp_path):
+    run = shutil.copytree(rendered, tmp_path / "run")
+    m = rundir.load_manifest(run)
+    variants = m["stages"]["export"]["models"]["lin"]["variants"]
+    error = ("ConversionError: the converter rejected the model because " + "a very long reason " * 20).strip()
+    variants["onnx-int8-ptq"].update(status="failed", error=error + "\nTraceback (most recent call last): ...",
+                                     file=None, files=[], parity=None, audit=None)
+    variants["tflite-int8-ptq"].update(status="skipped", error="needs calibration data: pass --calibration-data",
+                                       file=None, files=[], parity=None, audit=None)
+    (run / "export" / "lin" / "onnx-int8-ptq.onnx").unlink()
+    rundir.atomic_write_json(run / rundir.MANIFEST, m)
+    render_report(run)
+    md = (run / "report.md").read_text()
+    files = _section(md, "Files")
+    failed = next(line for line in files.splitlines() if "| onnx-int8-ptq |" in line)
+    skipped = next(line for line in files.splitlines() if "| tflite-int8-ptq |" in line)
+    assert "| FAIL |" in failed and "export failed: ConversionError" in failed and "Traceback" not in failed
+    assert error[:300] in failed  # the whole first line, not a 200-character stub
+    assert "| FAIL |" in skipped and "export skipped: needs calibration data" in skipped
+    assert "Gate FAILED" in _section(md, "Verdict")
+    page = (run / "report.html").read_text()
+    assert f'<td class="wrap">export failed: {error[:60]}' in page  # long errors wrap in their cell
+
+
+def test_cpu_from_machine_record_or_older_environment_or_nothing(rendered, tmp_path):
+    """results.json "machine" (edgekit.machine.describe()), else the older environment.cpu* fields,
+    else "unknown": the report renders in all three cases."""
+    for name, change in (("new", lambda r: None),
+                         ("old", lambda r: r.pop("machine", None)),
+                         ("none", lambda r: (r.pop("machine", None), r.update(environment={})))):
+        run = shutil.copytree(rendered, tmp_path / name)
+        data = json.loads((run / "results.json").read_text())
+        change(data)
+        rundir.atomic_write_json(run / "results.json", data)
+        render_report(run)
+        cpu = _section((run / "report.md").read_text(), "Machine")
+        env, m = data.get("environment") or {}, data.get("machine")
+        if name == "new":
+            assert f"CPU: {m['cpu_model']}" in cpu and f"class {m['cpu_class']}" in cpu
+            assert f"int8 flags: {' '.join(m['int8_flags'])}" in cpu
+            assert ("with int8 dot-product" if m["int8_dot_product"] else "no int8 dot-product") in cpu
+        elif name == "old":
+            assert f"CPU: {env['cpu']}" in cpu and f"class {env['cpu_class']}" in cpu
+            assert f"int8 flags: {' '.join(env['cpu_flags'])}" in cpu
+        else:
+            assert "CPU: unknown CPU" in cpu and "class unknown" in cpu and "int8 flags: not recorded" in cpu
+
+
+def test_int8_against_fp32_says_which_is_faster_and_names_the_fastest_passing_file(rendered):
+    """Whichever way this machine's timings fall, the sentence must match results.json."""
+    results = json.loads((rendered / "results.json").read_text())
+    at1 = [r for r in results["records"] if r["batch"] == 1 and r["threads"] == 1 and r["format"] != "keras"]
+    i8 = min((r for r in at1 if r["variant_class"].startswith("int8")), key=lambda r: r["p50_ms"])
+    fp = min((r for r in at1 if r["variant_class"] == "float"), key=lambda r: r["p50_ms"])
+    failing = {r.variant for r in check_run(rendered).rows if not r.passed}
+    best = min((r for r in at1 if r["variant"] not in failing), key=lambda r: r["p50_ms"])
+    line = next(x for x in _section((rendered / "report.md").read_text(), "Machine").splitlines()
+                if x.startswith("- lin:"))
+    assert ("int8 is SLOWER than fp32" in line) == (i8["p50_ms"] > fp["p50_ms"])
+    assert f"`{i8['variant']}`" in line and f"`{fp['variant']}`" in line
+    assert f"Fastest file that passes the gate: `{best['variant']}`" in line
+    assert "onnx-int8-ptq" not in line.split("passes the gate")[1]  # the broken one fails the gate
+
+
+def test_kernel_fidelity_and_saturation_are_shown_when_recorded(rendered, tmp_path):
+    run = shutil.copytree(rendered, tmp_path / "run")
+    m = rundir.load_manifest(run)
+    v = m["stages"]["export"]["models"]["lin"]["variants"]["tflite-int8-ptq"]
+    v["kernel_fidelity"] = {"runtime": "onnxruntime", "fast": "graph_optimization=all",
+                            "reference": "graph_optimization=disable", "samples": 2000, "agreement": 0.9765,
+                            "max_abs_diff": 2.18, "avoid": "ONNX Runtime graph optimizations on this CPU"}
+    v["audit"]["saturation"] = {"encoding": "u8s8", "share": 0.0125, "overflowing_pairs": 5,
+                                "pairs": 400, "affects_file": True}
+    v["weight_bytes"] = 3000
+    rundir.atomic_write_json(run / rundir.MANIFEST, m)
+    render_report(run)
+    md = (run / "report.md").read_text()
+    row = next(line for line in _section(md, "Files").splitlines() if "| tflite-int8-ptq |" in line)
+    assert "| 97.65 |" in row and "| 2.9 |" in row and "avoid ONNX Runtime graph optimizations" in row
+    audit = next(line for line in _section(md, "int8 audit and kernel fidelity").splitlines()
+                 if "| tflite-int8-ptq |" in line)
+    assert "1.25% of pairs (5 of 400); affects this file" in audit and "| 2,000 |" in audit
+    # absent everywhere else: rendered without them, no failure
+    assert "| - |" in next(line for line in _section(md, "Files").splitlines() if "| tflite-fp32 |" in line)

@@ -18,20 +18,28 @@ def available() -> bool:
         return False
 
 
-def load_keras_model(path: str | Path):
-    """Load a .keras/.h5/SavedModel, QAT-wrapped or not, as a tf_keras model."""
+def load_keras_model(path: str | Path, trust_model: bool = False):
+    """Load a .keras/.h5/SavedModel, QAT-wrapped or not, as a tf_keras model.
+
+    The file is scanned first (edgekit.scan) and refused if it holds code: loading is running.
+    trust_model=True skips the scan and tf_keras' safe mode: only for a file the caller has
+    scanned already, or whose findings the user accepted (then it runs in edgekit.contained)."""
     import tf_keras
     import tensorflow_model_optimization as tfmot
 
     path = Path(path)
-    if not path.exists():
+    if not trust_model:
+        from edgekit.scan import check_model
+
+        check_model(path)  # raises UntrustedModelError, or ModelError for a missing/unknown file
+    elif not path.exists():
         raise ModelError(f"{path}: model file not found")
     try:
         with tfmot.quantization.keras.quantize_scope():
-            return tf_keras.models.load_model(str(path), compile=False)
+            return tf_keras.models.load_model(str(path), compile=False, safe_mode=not trust_model)
     except Exception as e:
         raise ModelError(f"{path}: cannot load as a Keras model ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                         f"save it with model.save('model.keras') from tf_keras / Keras 2") from None
+                         f"save it with model.save('model.keras') from tf_keras / Keras 2") from e
 
 
 class KerasSession:

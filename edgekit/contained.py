@@ -1,0 +1,149 @@
+"""Export a model the user trusts despite its scan findings, in a subprocess of its own.
+
+    python -m edgekit.contained JOB.json
+
+`--trust-model` means "run this file's code"; this module limits what that code can reach, it
+does not make it safe. The subprocess gets:
+- an environment scrubbed of secrets: only variables a TensorFlow export needs are passed
+  (PATH, HOME, locale, PYTHON*, TF_*, OMP_*, ...), and of those none whose name looks like a
+  credential (TOKEN, SECRET, KEY, PASSWORD, ...), so CI tokens are not in its `os.environ`;
+- a private temporary working directory (mode 0700, also its TMPDIR), removed afterwards.
+It still runs as the same user, with the same files and network: a sandbox (container, VM,
+seccomp) is the only real boundary, and the README says so.
+
+The job names the model, the output folder, the profile (as a dict), the calibration file and
+the flags. The worker runs `edgekit.export.export_model` with trust_model=True and writes its
+outcome to result.json ({"ok": true} or {"error": {"type", "message"}}); progress and library
+output go to its stderr, which the parent relays line by line. The manifest is written by the
+worker into the output folder, exactly as an export in this process would write it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import edgekit
+from edgekit import errors
+from edgekit.config import Profile, profile_from_dict, profile_to_dict
+from edgekit.progress import Progress
+
+KEEP_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
+                        "NO_COLOR", "COLUMNS", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED",
+                        "PYTHONWARNINGS", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV", "LD_LIBRARY_PATH"})
+KEEP_PREFIXES = ("LC_", "TF_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "XLA_", "CUDA_", "NVIDIA_", "EDGEKIT_")
+# Dropped even when kept above (EDGEKIT_API_TOKEN, TF_..._KEY): names that look like credentials.
+SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|PASSPHRASE|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|"
+                         r"CERT|SIGNING|^AWS_|^AZURE_|^GCP_|^GOOGLE_|^GITHUB_|^GH_|^ACTIONS_|^CI_|^GITLAB_|"
+                         r"^BUILDKITE|^CIRCLE|^TRAVIS|^JENKINS|^NPM_|^TWINE_|^PYPI|^DOCKER_|^HF_|^HUGGING",
+                         re.IGNORECASE)
+RESULT = "result.json"
+
+_in_worker = False   # True inside `python -m edgekit.contained`: export_model then runs in-process
+
+
+def in_worker() -> bool:
+    """True in the contained subprocess itself (so export_model does not spawn another one)."""
+    return _in_worker
+
+
+def scrubbed_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables a contained export may see: an allow-list, minus anything secret-looking."""
+    environ = dict(os.environ if environ is None else environ)
+    return {k: v for k, v in environ.items()
+            if (k in KEEP_NAMES or k.startswith(KEEP_PREFIXES)) and not SECRET_NAME.search(k)}
+
+
+def export_contained(model_path: Path, out_dir: Path, profile: Profile, calibration=None,
+                     force: bool = False, progress: Progress | None = None) -> dict:
+    """Run export_model(trust_model=True) in a scrubbed subprocess; returns the export section
+    of the manifest it wrote, or raises the error it raised (same type, same one line)."""
+    from edgekit import rundir
+
+    progress = progress or Progress()
+    work = Path(tempfile.mkdtemp(prefix="edgekit-contained-"))   # 0700: this user only
+    try:
+        (work / "tmp").mkdir()
+        job = {"model": str(Path(model_path).resolve()), "out": str(Path(out_dir).resolve()),
+               "profile": profile_to_dict(profile), "force": force, "quiet": progress.quiet,
+               "calibration": None if calibration is None else str(Path(calibration).resolve())}
+        rundir.atomic_write_json(work / "job.json", job)
+        env = scrubbed_environ()
+        package_root = str(Path(edgekit.__file__).resolve().parent.parent)   # importable from any cwd
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        env["TMPDIR"] = str(work / "tmp")
+        progress.update(f"{Path(model_path).name}: trusted by the user; loading and converting it in a "
+                        f"subprocess (scrubbed environment, private working directory)")
+        rc = _run([sys.executable, "-m", "edgekit.contained", str(work / "job.json")], work, env,
+                  progress.stream if not progress.quiet else sys.stderr)
+        result = _read_result(work / RESULT)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if result.get("ok") and rc == 0:
+        return rundir.load_manifest(out_dir)["stages"]["export"]
+    error = result.get("error")
+    if not error:
+        raise errors.ExportError(f"{model_path}: the contained export stopped with exit code {rc} before "
+                                 f"finishing (its own output is above)")
+    cls = getattr(errors, str(error.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.EdgekitError)):
+        cls = errors.ExportError
+    raise cls(error.get("message", "the contained export failed"))
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, stream) -> int:
+    """Start the worker, relay its output line by line, and never leave it running."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+    try:
+        for line in proc.stdout:
+            stream.write(line)
+            stream.flush()
+        return proc.wait()
+    finally:
+        if proc.poll() is None:   # interrupted: stop the worker before the working dir goes
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _read_result(path: Path) -> dict:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return result if isinstance(result, dict) else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgekit import contained, rundir   # `python -m` runs this file as __main__: flag the module
+    from edgekit.export import export_model
+
+    contained._in_worker = True
+    job_path = Path((argv or sys.argv[1:])[0])
+    job = json.loads(job_path.read_text())
+    result_path = job_path.parent / RESULT
+    try:
+        export_model(job["model"], job["out"], profile_from_dict(job["profile"]), calibration=job["calibration"],
+                     force=job["force"], progress=Progress(quiet=job["quiet"]), trust_model=True)
+    except errors.EdgekitError as e:
+        rundir.atomic_write_json(result_path, {"error": {"type": type(e).__name__, "message": str(e)}})
+        return 1
+    except Exception as e:  # a library failure: one line to the parent, which raises it as ExportError
+        message = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+        rundir.atomic_write_json(result_path, {"error": {"type": "ExportError", "message": message}})
+        return 1
+    rundir.atomic_write_json(result_path, {"ok": True})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

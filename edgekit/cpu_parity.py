@@ -1,0 +1,83 @@
+"""int8 parity on CPUs nobody here owns: the same file run under qemu-user (edgekit.emulation).
+
+ONNX Runtime and XNNPACK pick their integer kernels by CPU feature, so a file that passes on
+this machine may compute something else on an AVX2 CI runner or an ARM board. A profile's
+`parity_cpus` names the other CPU classes to prove; for each, the file runs on that CPU's fast
+path (what users get) and reference path (the graph's own meaning), and the gate judges the same
+thresholds as natively: top-1 agreement with the source model, accuracy drop, kernel agreement.
+Rows are labelled as emulated; latency is never measured under emulation. A CPU that cannot be
+emulated here is a visible "not measured" row with its reason, never a pass.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.config import Thresholds
+from edgekit.parity import accuracy_drop_points, compare
+
+# Under qemu one file takes ~6 s (fast path) + ~18 s (reference path) per 1,000 images on an idle
+# core (bench/RESULTS.md): 1,000 images keep each CPU's agreement in steps of 0.001.
+EMULATED_PARITY_SAMPLES = 1000
+
+
+def emulated_parity(path: str | Path, x: np.ndarray, reference: np.ndarray, float_outputs: np.ndarray,
+                    labels: np.ndarray | None, cpus: tuple[str, ...], kernel_threshold: float | None,
+                    encoding: str | None = None, samples: int = EMULATED_PARITY_SAMPLES) -> list[dict]:
+    """One record per non-native CPU in `cpus`: parity with `reference` (the source model's
+    outputs on `x`), accuracy drop against `float_outputs`, and the fast-vs-reference kernel
+    agreement under that CPU. A CPU that cannot run here gets status "skipped" and the reason."""
+    from edgekit import emulation
+    from edgekit.fidelity import avoid_text, decisive_agreement, output_step, pair_for
+
+    n = min(samples, len(x))
+    records = []
+    for cpu in cpus:
+        if cpu == "native":
+            continue
+        base = {"cpu": cpu, "label": emulation.label(cpu), "samples": n}
+        ok, why = emulation.available(cpu)
+        if not ok:
+            records.append({**base, "status": "skipped", "reason": why})
+            continue
+        out = emulation.run_emulated(cpu, [Path(path)], x[:n])[str(Path(path))]
+        y = None if labels is None else labels[:n]
+        par = compare(reference[:n], out["fast"], y)
+        kern = decisive_agreement(out["reference"], out["fast"], output_step(path))
+        float_acc = None if y is None else float(np.mean(np.argmax(float_outputs[:n], 1) == y))
+        below = kernel_threshold is not None and kern["decisive_agreement"] < kernel_threshold
+        records.append({**base, "status": "ok", "reason": None, "agreement": par.agreement,
+                        "accuracy": par.accuracy, "max_abs_diff": par.to_dict()["max_abs_diff"],
+                        "accuracy_drop_points": accuracy_drop_points(float_acc, par.accuracy),
+                        "kernel_agreement": kern["decisive_agreement"],
+                        "kernel_agreement_all": float(compare(out["reference"], out["fast"]).agreement),
+                        "kernel_decisive_samples": kern["decisive_samples"],
+                        "kernel_max_abs_diff_steps": kern["max_abs_diff_steps"],
+                        "avoid": avoid_text(pair_for(path), cpu, encoding) if below else None})
+    return records
+
+
+def emulated_checks(th: Thresholds, records: list[dict] | None) -> list[dict]:
+    """Gate rows for the emulated CPUs, named `<threshold>@<cpu>`, in parity.check_thresholds' form."""
+    rows: list[dict] = []
+    for rec in records or []:
+        cpu = rec["cpu"]
+        wanted = [("min_agreement", th.min_agreement, "agreement"),
+                  ("max_accuracy_drop", th.max_accuracy_drop, "accuracy_drop_points"),
+                  ("min_kernel_agreement", th.min_kernel_agreement, "kernel_agreement")]
+        for name, limit, key in wanted:
+            if limit is None:
+                continue
+            row = {"name": f"{name}@{cpu}", "limit": limit}
+            value = rec.get(key) if rec.get("status") == "ok" else None
+            if value is None:
+                why = rec.get("reason") or "no labels on the parity sample"
+                rows.append({**row, "value": None, "passed": None, "note": f"not measured on {rec['label']}: {why}"})
+                continue
+            passed = value >= limit if name.startswith("min_") else value <= limit
+            row.update(value=value, passed=passed, note=f"{rec['label']}, {rec['samples']} images")
+            if not passed and name == "min_kernel_agreement" and rec.get("avoid"):
+                row["avoid"] = rec["avoid"]
+            rows.append(row)
+    return rows

@@ -1,0 +1,373 @@
+"""The QAT rewrite of tf2onnx's output: float weights -> int8 codes on the QAT grid, and a QDQ
+graph ONNX Runtime fuses into QLinearConv / QGemm.
+
+Why: tf2onnx folds the QAT model's weight fake-quant into float32 constants (and folds BatchNorm
+into them), so its "int8" ONNX keeps float weights. The folded values still lie on the QAT grid
+(per output channel, times the folded BatchNorm factor), so they are re-quantized here exactly.
+The pass order is one visible list, in `rewrite_qat_onnx`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import ExportError
+
+# Ops that only move or select values: running them on the quantized tensor is exact.
+PASSTHROUGH = frozenset({"MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
+WEIGHTED = frozenset({"Conv", "MatMul", "Gemm"})
+_GRID_TOLERANCE = 1e-3  # max |folded - code*scale| in units of the channel's scale
+
+# ----------------------------------------------------------------------------- graph helpers
+
+class _Graph:
+    """Just enough bookkeeping over an onnx GraphProto to rewrite it in place."""
+
+    def __init__(self, model) -> None:
+        self.model, self.g = model, model.graph
+        self._counter = 0
+
+    @property
+    def inits(self) -> dict:
+        return {i.name: i for i in self.g.initializer}
+
+    def producer(self, name: str):
+        for n in self.g.node:
+            if name in n.output:
+                return n
+        return None
+
+    def consumers(self, name: str) -> list:
+        return [n for n in self.g.node if name in n.input]
+
+    def is_graph_output(self, name: str) -> bool:
+        return any(o.name == name for o in self.g.output)
+
+    def const(self, name: str):
+        from onnx import numpy_helper
+
+        init = self.inits.get(name)
+        return None if init is None else numpy_helper.to_array(init)
+
+    def unique(self, base: str) -> str:
+        self._counter += 1
+        return f"{base}__ek{self._counter}"
+
+    def add_init(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.g.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def insert_after(self, anchor, *nodes) -> None:
+        """Insert nodes right after `anchor` (keeps the node list topologically sorted)."""
+        idx = list(self.g.node).index(anchor) + 1
+        for k, n in enumerate(nodes):
+            self.g.node.insert(idx + k, n)
+
+    def insert_before(self, anchor, *nodes) -> None:
+        idx = list(self.g.node).index(anchor)
+        for k, n in enumerate(nodes):
+            self.g.node.insert(idx + k, n)
+
+    def remove(self, node) -> None:
+        self.g.node.remove(node)
+
+    def prune(self) -> None:
+        """Drop nodes whose outputs nobody reads, then unused initializers and stale value_info."""
+        changed = True
+        while changed:
+            changed = False
+            used = {i for n in self.g.node for i in n.input} | {o.name for o in self.g.output}
+            for n in list(self.g.node):
+                if not any(o in used for o in n.output if o):
+                    self.g.node.remove(n)
+                    changed = True
+        used = {i for n in self.g.node for i in n.input} | {o.name for o in self.g.output}
+        for init in list(self.g.initializer):
+            if init.name not in used:
+                self.g.initializer.remove(init)
+        del self.g.value_info[:]  # types changed (float -> uint8); ORT re-infers them
+
+
+def _dq_params(graph: _Graph, node) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, zero point) of a DequantizeLinear/QuantizeLinear with constant per-tensor params."""
+    scale = graph.const(node.input[1])
+    zp = graph.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if scale is None or scale.size != 1 or (len(node.input) > 2 and node.input[2] and zp is None):
+        return None
+    return scale, zp
+
+
+# ----------------------------------------------------------------------------- rewrite passes
+
+def requantize_weights(graph: _Graph, codes: dict[str, dict]) -> int:
+    """Replace each float weight of Conv/MatMul/Gemm by int8 codes + DequantizeLinear."""
+    from onnx import helper
+
+    done = 0
+    used_layers: set[str] = set()
+    for node in list(graph.g.node):
+        if node.op_type not in WEIGHTED or len(node.input) < 2:
+            continue
+        w = graph.const(node.input[1])
+        if w is None or w.dtype != np.float32:
+            continue
+        wrapper = _match_layer(node, codes, w.shape, used_layers)
+        if wrapper is None:
+            raise ExportError(f"ONNX node '{node.name}' has float weights that match no QAT-quantized "
+                              f"layer; cannot make a true int8 graph of this model")
+        used_layers.add(wrapper)
+        k, axis = _onnx_layout(node, codes[wrapper], w.shape)
+        scale = _fit_scale(w, k, axis, codes[wrapper], node.name)
+        base = node.input[1]
+        qname = graph.add_init(graph.unique(f"{base}_int8"), k.astype(np.int8))
+        sname = graph.add_init(graph.unique(f"{base}_scale"), scale.astype(np.float32))
+        out = graph.unique(f"{base}_dq")
+        attrs = {"axis": axis} if scale.ndim == 1 else {}
+        # symmetric: no zero-point input (defaults to 0 of the int8 input's type), fewer bytes
+        ins = [qname, sname]
+        if node.op_type != "Conv":  # ORT forms QGemm only when the weight's DQ has a zero point
+            ins.append(graph.add_init(graph.unique(f"{base}_zp"), np.zeros(scale.shape, np.int8)))
+        dq = helper.make_node("DequantizeLinear", ins, [out], name=out, **attrs)
+        graph.insert_before(node, dq)
+        node.input[1] = out
+        done += 1
+    return done
+
+
+def _match_layer(node, codes: dict, shape: tuple, used: set[str]) -> str | None:
+    """The QAT wrapper this node's weight came from: by name (tf2onnx keeps TF scope names),
+    else the one unused wrapper with the same number of weights."""
+    parts = set(node.name.split("/")) | set(node.input[1].split("/"))
+    named = [w for w in codes if w in parts]
+    if len(named) == 1:
+        return named[0]
+    size = int(np.prod(shape))
+    same = [w for w in codes if w not in used and codes[w]["codes"].size == size]
+    return same[0] if len(same) == 1 else None
+
+
+def _onnx_layout(node, entry: dict, shape: tuple) -> tuple[np.ndarray, int]:
+    """Keras-layout codes -> the ONNX weight's layout, and the ONNX output-channel axis."""
+    k = entry["codes"]
+    if node.op_type == "Conv":
+        if entry["attr"] == "depthwise_kernel":  # (kh, kw, cin, mult) -> (cin*mult, 1, kh, kw)
+            kh, kw, cin, mult = k.shape
+            k = k.reshape(kh, kw, cin * mult).transpose(2, 0, 1)[:, None]
+        else:                                   # (kh, kw, cin, cout) -> (cout, cin, kh, kw)
+            k = k.transpose(3, 2, 0, 1)
+        axis = 0
+    else:
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+        k, axis = (k.T, 0) if trans_b else (k, 1)
+    if tuple(k.shape) != tuple(shape):
+        raise ExportError(f"ONNX node '{node.name}': weight shape {tuple(shape)} does not match QAT layer "
+                          f"'{entry['layer']}' {tuple(entry['codes'].shape)}")
+    return k, axis
+
+
+def _fit_scale(w: np.ndarray, k: np.ndarray, axis: int, entry: dict, name: str) -> np.ndarray:
+    """Per-channel scale s with w == s*k (least squares), verified to a fraction of a step.
+
+    Without BatchNorm s equals the QAT scale; with BatchNorm folded in, it is that scale times
+    the per-channel BN factor. A scalar when all channels share it (per-tensor Dense)."""
+    wm = np.moveaxis(w.astype(np.float64), axis, 0).reshape(w.shape[axis], -1)
+    km = np.moveaxis(k.astype(np.float64), axis, 0).reshape(k.shape[axis], -1)
+    kk = (km * km).sum(1)
+    qat = np.broadcast_to(np.asarray(entry["scale"], np.float64), (w.shape[axis],))
+    s = np.where(kk > 0, (wm * km).sum(1) / np.where(kk > 0, kk, 1), np.where(qat > 0, qat, 1e-8))
+    err = np.abs(wm - s[:, None] * km).max(1) / np.maximum(np.abs(s), 1e-30)
+    if not np.all(err <= _GRID_TOLERANCE) or np.any(s <= 0):
+        worst = float(err.max())
+        raise ExportError(f"ONNX node '{name}': folded weights are off the QAT int8 grid "
+                          f"(error {worst:.3g} steps); re-run QAT fine-tuning before export")
+    if np.allclose(s, s[0], rtol=1e-6, atol=0) and np.ndim(entry["scale"]) == 0:
+        return np.asarray(s[0], np.float32)
+    return s.astype(np.float32)
+
+
+def matmul_add_to_gemm(graph: _Graph, ranks: dict[str, int]) -> int:
+    """MatMul(A 2-D, B const) -> Add(const bias) becomes one Gemm, so the bias can be int32."""
+    from onnx import helper
+
+    done = 0
+    for node in list(graph.g.node):
+        if node.op_type != "MatMul" or ranks.get(node.input[0]) != 2:
+            continue
+        users = graph.consumers(node.output[0])
+        if len(users) != 1 or users[0].op_type != "Add" or graph.is_graph_output(node.output[0]):
+            continue
+        add = users[0]
+        other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+        bias = graph.const(other)
+        if bias is None or bias.ndim != 1:
+            continue
+        gemm = helper.make_node("Gemm", [node.input[0], node.input[1], other], [add.output[0]],
+                                name=node.name or add.name)
+        graph.insert_before(node, gemm)
+        graph.remove(node)
+        graph.remove(add)
+        done += 1
+    return done
+
+
+def propagate_quantized(graph: _Graph) -> int:
+    """Run shape-only ops on quantized tensors: DQ -> P becomes P -> DQ, and P -> Q becomes
+    Q -> P, so every weighted op sees DQ inputs and Q outputs (the pattern ORT fuses)."""
+    from onnx import helper
+
+    moves = 0
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.g.node):
+            if node.op_type not in PASSTHROUGH or graph.is_graph_output(node.output[0]):
+                continue
+            src = graph.producer(node.input[0])
+            if src is not None and src.op_type == "DequantizeLinear" and _dq_params(graph, src):
+                # DQ -> P  =>  P(q) -> DQ
+                qout = graph.unique(f"{node.output[0]}_q")
+                moved = helper.make_node(node.op_type, [src.input[0], *node.input[1:]], [qout],
+                                         name=graph.unique(node.name), domain=node.domain)
+                moved.attribute.extend(node.attribute)
+                dq = helper.make_node("DequantizeLinear", [qout, *src.input[1:]], [node.output[0]],
+                                      name=graph.unique(f"{node.name}_dq"))
+                graph.insert_after(node, moved, dq)
+                graph.remove(node)
+                changed = True
+                moves += 1
+                break
+            users = graph.consumers(node.output[0])
+            if (len(users) == 1 and users[0].op_type == "QuantizeLinear" and _dq_params(graph, users[0])
+                    and (src is None or src.op_type != "DequantizeLinear")):
+                # P -> Q  =>  Q -> P(q)
+                q = users[0]
+                qin = graph.unique(f"{node.input[0]}_q")
+                quant = helper.make_node("QuantizeLinear", [node.input[0], *q.input[1:]], [qin],
+                                         name=graph.unique(f"{node.name}_q"))
+                moved = helper.make_node(node.op_type, [qin, *node.input[1:]], [q.output[0]],
+                                         name=graph.unique(node.name), domain=node.domain)
+                moved.attribute.extend(node.attribute)
+                graph.insert_before(node, quant, moved)
+                graph.remove(node)
+                graph.remove(q)
+                changed = True
+                moves += 1
+                break
+    graph.prune()
+    return moves
+
+
+def remove_requantize_pairs(graph: _Graph) -> int:
+    """DQ -> Q with identical parameters is the identity on the integer tensor: skip it."""
+    done = 0
+    for q in list(graph.g.node):
+        if q.op_type != "QuantizeLinear":
+            continue
+        dq = graph.producer(q.input[0])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        a, b = _dq_params(graph, dq), _dq_params(graph, q)
+        if a is None or b is None or a[0].item() != b[0].item() or a[1] is None or b[1] is None \
+                or a[1].dtype != b[1].dtype or a[1].item() != b[1].item():
+            continue
+        for user in graph.consumers(q.output[0]):
+            for i, name in enumerate(user.input):
+                if name == q.output[0]:
+                    user.input[i] = dq.input[0]
+        if graph.is_graph_output(q.output[0]):
+            continue
+        graph.remove(q)
+        done += 1
+    graph.prune()
+    return done
+
+
+def fold_relu_into_quantize(graph: _Graph) -> int:
+    """X -> Relu -> Q  becomes  X -> Q (-> Clip(min=zero point) when the range reaches below 0).
+
+    Exact: Q is monotonic and Q(0) is the zero point, so Q(relu(x)) == max(Q(x), zp). Without it
+    ORT fuses Conv+Relu in float and never forms QLinearConv when the QAT range is not [0, max]."""
+    from onnx import helper
+
+    done = 0
+    for relu in list(graph.g.node):
+        if relu.op_type != "Relu":
+            continue
+        users = graph.consumers(relu.output[0])
+        if len(users) != 1 or users[0].op_type != "QuantizeLinear" or graph.is_graph_output(relu.output[0]):
+            continue
+        q = users[0]
+        params = _dq_params(graph, q)
+        if params is None or params[1] is None:
+            continue
+        zp = params[1]
+        q.input[0] = relu.input[0]
+        graph.remove(relu)
+        if zp.item() != np.iinfo(zp.dtype).min:
+            clipped = q.output[0]
+            q.output[0] = graph.unique(f"{clipped}_unclipped")
+            lo = graph.add_init(graph.unique(f"{clipped}_relu_min"), zp.reshape(()))
+            graph.insert_after(q, helper.make_node("Clip", [q.output[0], lo], [clipped],
+                                                   name=graph.unique(f"{relu.name}_as_clip")))
+        done += 1
+    graph.prune()
+    return done
+
+
+def quantize_biases(graph: _Graph) -> int:
+    """Float bias of a Conv/Gemm with DQ input and DQ weight -> int32 + DQ (scale x_s * w_s)."""
+    from onnx import helper
+
+    done = 0
+    for node in list(graph.g.node):
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.input[2]:
+            continue
+        bias = graph.const(node.input[2])
+        xdq, wdq = graph.producer(node.input[0]), graph.producer(node.input[1])
+        if bias is None or bias.dtype != np.float32 or xdq is None or wdq is None \
+                or xdq.op_type != "DequantizeLinear" or wdq.op_type != "DequantizeLinear":
+            continue
+        x_scale = graph.const(xdq.input[1])
+        w_scale = graph.const(wdq.input[1])
+        if x_scale is None or x_scale.size != 1 or w_scale is None:
+            continue
+        b_scale = (x_scale.astype(np.float64).reshape(()) * np.broadcast_to(w_scale.astype(np.float64),
+                                                                             bias.shape)).astype(np.float32)
+        q = np.clip(np.rint(bias.astype(np.float64) / b_scale.astype(np.float64)), -2**31, 2**31 - 1).astype(np.int32)
+        base = node.input[2]
+        qname = graph.add_init(graph.unique(f"{base}_int32"), q)
+        sname = graph.add_init(graph.unique(f"{base}_scale"), b_scale)
+        out = graph.unique(f"{base}_dq")
+        graph.insert_before(node, helper.make_node("DequantizeLinear", [qname, sname], [out],
+                                                   name=out, axis=0))
+        node.input[2] = out
+        done += 1
+    graph.prune()
+    return done
+
+
+def _ranks(model) -> dict[str, int]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ranks = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            ranks[vi.name] = len(t.shape.dim)
+    return ranks
+
+
+def rewrite_qat_onnx(model, codes: dict[str, dict]) -> tuple[Any, dict]:
+    """tf2onnx's QAT ONNX (float weights) -> int8 weights, int32 biases, fusable QDQ."""
+    graph = _Graph(model)
+    stats = {"weights": requantize_weights(graph, codes)}
+    stats["gemm"] = matmul_add_to_gemm(graph, _ranks(model))
+    stats["relu_folded"] = fold_relu_into_quantize(graph)
+    stats["moved"] = propagate_quantized(graph)
+    stats["requantize_pairs"] = remove_requantize_pairs(graph)
+    stats["biases"] = quantize_biases(graph)
+    return model, stats

@@ -1,0 +1,189 @@
+"""Views of a run's results that the report, its plots and the gate share.
+
+results.json's bench records and manifest.json's export records are read here only: one
+runtime label format ("litert xnnpack=on t1 b1"), one variant order, one notion of "fastest",
+and the machine the figures come from, whichever results.json layout recorded it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit import rundir
+from edgekit.errors import RunDirError
+from edgekit.machine import has_int8_dot_product
+
+RESULTS_SCHEMA_VERSION = 1
+VARIANT_ORDER = ("keras-fp32", "keras-qat", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8-ptq",
+                 "tflite-int8-qat", "onnx-fp32", "onnx-int8-ptq", "onnx-int8-qat")
+
+
+def load_results(run_dir: Path) -> dict:
+    path = run_dir / "results.json"
+    if not path.exists():
+        raise RunDirError(f"{path} does not exist; run `edgekit bench --run {run_dir}` first")
+    return read_results(path)
+
+
+def read_results(path: Path) -> dict:
+    """A results.json of this schema version, or a one-line error saying to re-run the bench."""
+    data = rundir.read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise RunDirError(f"{path} is not an edgekit results.json (no 'records' list); "
+                          "use the results.json that `edgekit bench` writes")
+    if data.get("schema_version") != RESULTS_SCHEMA_VERSION:
+        raise RunDirError(f"{path} has schema_version {data.get('schema_version')}, expected "
+                          f"{RESULTS_SCHEMA_VERSION}; re-run `edgekit bench` with this edgekit")
+    return data
+
+
+# ---------------------------------------------------------------- labels and order
+
+def runtime_label(rec: dict) -> str:
+    """'litert xnnpack=on': a runtime and its options (no threads or batch)."""
+    opts = []
+    for k, v in sorted((rec.get("runtime_options") or {}).items()):
+        opts.append(f"{k}={'on' if v else 'off'}" if isinstance(v, bool) else f"{k}={v}")
+    return " ".join([str(rec.get("runtime") or "?"), *opts])
+
+
+def setting_label(rec: dict) -> str:
+    """'litert xnnpack=on t1 b1': the one label of a measured setting, in every table and plot.
+    A record the bench never ran (export failed) has no threads or batch, and shows none."""
+    parts = [runtime_label(rec)]
+    if rec.get("threads") is not None:
+        parts.append(f"t{rec['threads']}")
+    if rec.get("batch") is not None:
+        parts.append(f"b{rec['batch']}")
+    return " ".join(parts)
+
+
+def variant_rank(name: str) -> tuple[int, str]:
+    return (VARIANT_ORDER.index(name) if name in VARIANT_ORDER else len(VARIANT_ORDER), name)
+
+
+def record_order(r: dict) -> tuple:
+    return (r.get("model") or "", variant_rank(r.get("variant") or ""), runtime_label(r),
+            r.get("threads") or 0, r.get("batch") or 0)
+
+
+def reference_setting(ok: list[dict]) -> tuple[int, int] | None:
+    """(threads, batch) the summary and plots use: 1 thread, batch 1, or the smallest measured."""
+    settings = {(r.get("threads"), r.get("batch")) for r in ok if r.get("threads") and r.get("batch")}
+    if (1, 1) in settings:
+        return (1, 1)
+    return min(settings) if settings else None
+
+
+def records_at(ok: list[dict], setting) -> list[dict]:
+    return sorted((r for r in ok if (r.get("threads"), r.get("batch")) == setting), key=record_order)
+
+
+def model_names(records: list[dict]) -> list[str]:
+    return sorted({r["model"] for r in records if r.get("model")})
+
+
+def setting_text(setting) -> str:
+    threads, batch = setting
+    return f"batch {batch}, {threads} thread{'s' * (threads != 1)}"
+
+
+# ---------------------------------------------------------------- what the run holds
+
+def machine_of(results: dict) -> dict:
+    """The CPU the figures were measured on, as edgekit.machine.describe() spells it. Older
+    results.json files have only environment.cpu / cpu_flags / cpu_class; missing fields are None."""
+    m = dict(results.get("machine") or {})
+    env = results.get("environment") or {}
+    m.setdefault("cpu_model", env.get("cpu"))
+    m.setdefault("arch", env.get("machine"))
+    m.setdefault("int8_flags", env.get("cpu_flags"))
+    m.setdefault("cpu_class", env.get("cpu_class"))
+    if m.get("int8_dot_product") is None and m.get("cpu_class"):
+        m["int8_dot_product"] = has_int8_dot_product(m["cpu_class"])
+    m["cpu_count"] = env.get("cpu_count")
+    return m
+
+
+def variant_sizes(manifest: dict, records: list[dict]) -> dict[str, dict[str, int]]:
+    """model -> variant -> file size in bytes: every exported file, the source model, and whatever
+    the bench measured (a run exported elsewhere may have only results.json)."""
+    sizes: dict[str, dict[str, int]] = {}
+    for r in records:
+        if r.get("size_bytes"):
+            sizes.setdefault(r["model"], {})[r["variant"]] = int(r["size_bytes"])
+    stages = manifest.get("stages", {})
+    for net, m in stages.get("export", {}).get("models", {}).items():
+        for vname, v in m.get("variants", {}).items():
+            if v.get("file"):
+                sizes.setdefault(net, {})[vname] = v["file"]["size_bytes"]
+    for net, t in stages.get("train", {}).get("models", {}).items():
+        if t.get("files") and net in sizes:  # the source beside its exports; a model never exported adds nothing
+            sizes[net].setdefault("keras-fp32", t["files"][0]["size_bytes"])
+    return sizes
+
+
+def float_accuracy(manifest: dict) -> dict[str, float]:
+    out = {}
+    for net, t in manifest.get("stages", {}).get("train", {}).get("models", {}).items():
+        acc = (t.get("metrics") or {}).get("test_accuracy")
+        if acc is not None:
+            out[net] = acc
+    return out
+
+
+def fastest(ok: list[dict], setting, keep) -> dict | None:
+    """The record with the lowest p50 at `setting` among those `keep(record)` accepts."""
+    rows = [r for r in records_at(ok, setting) if r.get("p50_ms") and keep(r)]
+    return min(rows, key=lambda r: r["p50_ms"]) if rows else None
+
+
+# ---------------------------------------------------------------- int8 against fp32
+
+@dataclass(frozen=True)
+class SpeedFinding:
+    """Per network: the fastest int8 file against the fastest fp32 file, and the fastest file
+    that passes the gate (None when nothing passed or the gate was not evaluated)."""
+    model: str
+    int8: dict
+    fp32: dict
+    fastest_passing: dict | None
+
+    @property
+    def int8_slower(self) -> bool:
+        return self.int8["p50_ms"] > self.fp32["p50_ms"]
+
+
+def _is_file(r: dict) -> bool:
+    return r.get("format") != "keras"
+
+
+def speed_findings(ok: list[dict], setting, passing: set[tuple[str, str]] | None) -> list[SpeedFinding]:
+    """Where both an int8 and a float file were timed at `setting`. `passing`: (model, variant)
+    pairs the gate passed, or None when it was not evaluated."""
+    out = []
+    for net in model_names(ok):
+        i8 = fastest(ok, setting, lambda r: r["model"] == net and _is_file(r)
+                     and str(r.get("variant_class", "")).startswith("int8"))
+        fp = fastest(ok, setting, lambda r: r["model"] == net and _is_file(r) and r.get("variant_class") == "float")
+        if i8 is None or fp is None:
+            continue
+        best = None if passing is None else fastest(
+            ok, setting, lambda r: r["model"] == net and _is_file(r) and (net, r["variant"]) in passing)
+        out.append(SpeedFinding(net, i8, fp, best))
+    return out
+
+
+def speed_sentence(f: SpeedFinding, cpu: str) -> str:
+    """One plain sentence per network (Markdown backticks for names)."""
+    def ms(r: dict) -> str:
+        return f"`{r['variant']}` {r['p50_ms']:.3g} ms ({setting_label(r)})"
+
+    if f.int8_slower:
+        text = (f"{f.model}: int8 is SLOWER than fp32 on this CPU ({cpu}): fastest int8 {ms(f.int8)} against "
+                f"fastest fp32 {ms(f.fp32)}.")
+    else:
+        text = f"{f.model}: int8 is faster than fp32 on this CPU ({cpu}): {ms(f.int8)} against {ms(f.fp32)}."
+    if f.fastest_passing is not None:
+        text += f" Fastest file that passes the gate: {ms(f.fastest_passing)}."
+    return text

@@ -1,0 +1,295 @@
+"""Scan a model file for code before anything deserializes it.
+
+A Keras model is a program: a `Lambda` layer stores Python bytecode that runs on load, a class
+from outside tf_keras makes the `.keras` loader import that class's module, and a SavedModel
+graph can hold ops that write files or call back into Python. Nothing here loads the model:
+HDF5 attributes, the `.keras` zip's config.json and saved_model.pb are read as JSON and protobuf.
+
+Two scanners, each for what it does best:
+- `modelscan` (Protect AI): its deny-list (Lambda layers in HDF5, `.keras` and keras_metadata.pb;
+  ReadFile/WriteFile and ops TensorFlow does not know in saved_model.pb).
+- edgekit's own walk: modelscan looks at top-level layers only (a Lambda inside a nested
+  Sequential passes it) and picks a format by file extension (an HDF5 file named `model.bin`
+  passes it, yet tf_keras loads it as HDF5 and runs its Lambda; both measured with modelscan 0.8.8).
+  So edgekit detects the format by content, walks every object of the model config, allows
+  only tf_keras and tfmot classes, and lists Python-callback ops (PyFunc and friends) in every
+  graph and function of a SavedModel. Checkpoint ops (SaveV2, RestoreV2, ...) are normal.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import zipfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgekit.errors import ModelError, UntrustedModelError
+
+PYTHON_CALLBACK_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+# Module prefixes whose classes tf_keras deserializes from its own code (the `.keras` loader
+# imports any other module a config names: that import is the custom-object risk).
+TRUSTED_MODULES = ("keras", "tf_keras", "tensorflow_model_optimization")
+# `.keras` value markers that carry data only; "__lambda__" (Python bytecode) is not among them.
+VALUE_MARKERS = frozenset({"__tensor__", "__numpy__", "__tuple__", "__bytes__", "__typespec__",
+                           "__ellipsis__", "__slice__"})
+RISKS = {
+    "lambda-layer": "Python code stored in the file, run when the model is loaded or called",
+    "custom-object": "a class from outside tf_keras/tfmot: loading it imports and runs that code",
+    "python-callback-op": "a graph op that calls Python code when the graph runs",
+    "file-op": "a graph op that reads or writes files when the graph runs",
+    "unknown-op": "an op TensorFlow does not know, from a custom kernel library",
+    "scan-error": "the file could not be scanned, so nothing vouches for it",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing in a model file that can run code or touch the machine when it is loaded or run."""
+    kind: str        # a key of RISKS
+    name: str        # layer name and class, or op name
+    where: str       # the file (or archive member) it was found in
+    found_by: str    # "modelscan" or "edgekit"
+
+    def __post_init__(self) -> None:
+        # names come from the file: no control characters (the refusal stays one line), no essays
+        for field in ("name", "where"):
+            text = "".join(c if c.isprintable() else "?" for c in str(getattr(self, field)))
+            object.__setattr__(self, field, text if len(text) <= 160 else text[:157] + "...")
+
+    @property
+    def risk(self) -> str:
+        return RISKS[self.kind]
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), risk=self.risk)
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """What the scan found in one model file; empty `findings` means nothing to refuse."""
+    path: str
+    format: str                      # keras | h5 | savedmodel
+    findings: tuple[Finding, ...]
+    seconds: float
+    scanners: dict                   # scanner name -> version
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "format": self.format, "clean": self.clean,
+                "findings": [f.to_dict() for f in self.findings], "seconds": self.seconds,
+                "scanners": self.scanners}
+
+
+def scan_model(path: str | Path) -> ScanReport:
+    """Scan a .keras / HDF5 file or a SavedModel folder without deserializing any of it."""
+    import modelscan.modelscan  # noqa: F401  (imports TensorFlow: paid once, not timed as the scan)
+
+    path = Path(path)
+    t0 = time.perf_counter()
+    fmt = model_format(path)
+    by_modelscan = list(_modelscan(path))
+    if fmt == "savedmodel":
+        found = by_modelscan + _saved_model_ops(path)
+    else:
+        own = _config_findings(_keras_config(path, fmt), str(path))
+        # the walk names each Lambda modelscan counts (and the nested ones it misses): keep those
+        if any(f.kind == "lambda-layer" for f in own) and any(f.kind == "lambda-layer" for f in by_modelscan):
+            by_modelscan = [f for f in by_modelscan if f.kind != "lambda-layer"]
+            own = [replace(f, found_by="edgekit+modelscan") if f.kind == "lambda-layer" else f for f in own]
+        found = by_modelscan + own
+    unique = tuple(dict.fromkeys(found))
+    return ScanReport(path=str(path), format=fmt, findings=unique,
+                      seconds=round(time.perf_counter() - t0, 4), scanners=_scanner_versions())
+
+
+def check_model(path: str | Path, trust_model: bool = False) -> ScanReport:
+    """Scan, and refuse a model with findings unless the user said they trust it."""
+    report = scan_model(path)
+    if report.findings and not trust_model:
+        raise UntrustedModelError(refusal(report))
+    return report
+
+
+def refusal(report: ScanReport, shown: int = 3) -> str:
+    """One line: the file, what was found and its risk, and how to accept it knowingly."""
+    items = [f"{_label(f)} ({f.risk})" for f in report.findings[:shown]]
+    more = len(report.findings) - shown
+    return (f"{report.path}: refused to load: it holds {'; '.join(items)}"
+            + (f"; and {more} more" if more > 0 else "")
+            + ". Only if you trust its author, pass --trust-model (trust_model=True in export_model): "
+              "the export then runs in a subprocess without your secrets and the findings are "
+              "recorded in the manifest")
+
+
+def model_format(path: Path) -> str:
+    """The format tf_keras would load the path as, by content (its own order of checks)."""
+    import h5py
+
+    if not path.exists():
+        raise ModelError(f"{path}: model file not found")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "savedmodel"
+        raise ModelError(f"{path}: cannot load as a Keras model: a folder without saved_model.pb; give a "
+                         f"SavedModel folder, a .keras file or an .h5 file")
+    if path.suffix == ".keras" and zipfile.is_zipfile(path):
+        return "keras"
+    if h5py.is_hdf5(path):
+        return "h5"
+    raise ModelError(f"{path}: cannot load as a Keras model: neither a .keras archive (zip), an HDF5 file "
+                     f"nor a SavedModel folder; save it with model.save('model.keras') from tf_keras")
+
+
+def _label(f: Finding) -> str:
+    if f.kind == "lambda-layer":
+        return f"Lambda layer {f.name}" if f.name != "Lambda" else f"a Lambda layer in {Path(f.where).name}"
+    if f.kind == "custom-object":
+        return f"custom class {f.name}"
+    if f.kind == "scan-error":
+        return f"scan error '{f.name}'"
+    return f"{f.name} op in {Path(f.where).name}"
+
+
+# ---------------------------------------------------------------------------------------------
+# modelscan
+
+def _modelscan(path: Path) -> Iterator[Finding]:
+    from modelscan.modelscan import ModelScan
+
+    # modelscan reports through logging.error; without a handler Python would print them
+    logging.getLogger("modelscan").addHandler(logging.NullHandler())
+    report = ModelScan().scan(path)
+    for issue in report.get("issues", []):
+        op = issue.get("operator", "?")
+        kind = ("lambda-layer" if op == "Lambda" else "file-op" if op in ("ReadFile", "WriteFile")
+                else "python-callback-op" if op in PYTHON_CALLBACK_OPS else "unknown-op")
+        yield Finding(kind, op, str(path / issue["source"]) if path.is_dir() else str(path), "modelscan")
+    for error in report.get("errors", []):
+        yield Finding("scan-error", str(error.get("description") or error)[:200], str(path), "modelscan")
+
+
+@functools.lru_cache(maxsize=1)
+def _scanner_versions() -> dict:
+    from importlib import metadata
+
+    return {"modelscan": metadata.version("modelscan"), "edgekit": "config-walk+graph-ops/1"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras configs (.keras, HDF5)
+
+def _keras_config(path: Path, fmt: str) -> dict:
+    """The model config as JSON, read as data (never through a Keras loader)."""
+    import h5py
+
+    try:
+        if fmt == "keras":
+            with zipfile.ZipFile(path) as z:
+                raw = z.read("config.json")
+        else:
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+            if raw is None:
+                raise ModelError(f"{path}: an HDF5 file without a model config (weights only?); "
+                                 f"save the whole model with model.save(...)")
+        config = json.loads(raw)
+    except (KeyError, OSError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ModelError(f"{path}: cannot read the model config ({type(e).__name__}: {e}); "
+                         f"save the model again with model.save('model.keras')") from e
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: the model config is not a JSON object; save the model again")
+    config.pop("compile_config", None)  # edgekit loads with compile=False: never deserialized
+    return config
+
+
+def _config_findings(config: dict, where: str) -> list[Finding]:
+    try:
+        objects = list(_objects(config, None))
+    except RecursionError as e:
+        raise ModelError(f"{where}: the model config is nested too deeply to scan; refusing to load it") from e
+    known = _known_classes()
+    found = []
+    for obj, layer in objects:
+        cls, module = obj.get("class_name"), obj.get("module")
+        label = f"'{layer}' ({cls})" if layer and layer != cls else f"'{cls}'"
+        if cls == "Lambda" or cls == "__lambda__":
+            found.append(Finding("lambda-layer", f"'{layer or cls}'", where, "edgekit"))
+        elif cls in VALUE_MARKERS:
+            continue
+        elif isinstance(module, str) and not _trusted_module(module, cls):
+            found.append(Finding("custom-object", f"{label} from module '{module}'", where, "edgekit"))
+        elif cls not in known and not (cls == "function" and module in (None, "builtins")):
+            found.append(Finding("custom-object", label, where, "edgekit"))
+    return found
+
+
+def _objects(node: Any, layer: str | None) -> Iterator[tuple[dict, str | None]]:
+    """Every serialized object (a dict with a class_name) and the layer it belongs to; the
+    inside of a Lambda is not walked (the Lambda itself is the finding)."""
+    if isinstance(node, dict):
+        cls = node.get("class_name")
+        if isinstance(cls, str):
+            cfg = node.get("config")
+            name = node.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
+            layer = name if isinstance(name, str) else layer
+            yield node, layer
+            if cls == "Lambda":
+                return
+        for value in node.values():
+            yield from _objects(value, layer)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value, layer)
+
+
+def _trusted_module(module: str, cls: str) -> bool:
+    if module == "builtins":   # tf_keras resolves built-in function names in its own modules
+        return cls == "function"
+    return any(module == m or module.startswith(m + ".") for m in TRUSTED_MODULES)
+
+
+@functools.lru_cache(maxsize=1)
+def _known_classes() -> frozenset[str]:
+    """Class names tf_keras (and tfmot's quantize scope) deserialize from their own code."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    from tf_keras.src.layers import serialization
+
+    serialization.populate_deserializable_objects()
+    names = set(serialization.LOCAL.ALL_OBJECTS)
+    for ns in (tf_keras.initializers, tf_keras.regularizers, tf_keras.constraints, tf_keras.losses,
+               tf_keras.metrics, tf_keras.optimizers, tf_keras.optimizers.schedules, tf_keras.models,
+               tf_keras.mixed_precision, tf_keras.activations):
+        names |= {n for n, v in vars(ns).items() if isinstance(v, type)}
+    for objects in tfmot.quantization.keras.quantize_scope().custom_objects:
+        names |= set(objects)
+    return frozenset(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# SavedModel graphs
+
+def _saved_model_ops(path: Path) -> list[Finding]:
+    """Python-callback ops in every meta graph and every function of its library."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = path / "saved_model.pb"
+    sm = saved_model_pb2.SavedModel()
+    try:
+        sm.ParseFromString(pb.read_bytes())
+    except (OSError, DecodeError) as e:
+        raise ModelError(f"{pb}: not a readable SavedModel ({type(e).__name__}: {e}); "
+                         f"save the model again") from e
+    ops = set()
+    for graph in sm.meta_graphs:
+        ops |= {n.op for n in graph.graph_def.node}
+        for fn in graph.graph_def.library.function:
+            ops |= {n.op for n in fn.node_def}
+    return [Finding("python-callback-op", op, str(pb), "edgekit") for op in sorted(ops & PYTHON_CALLBACK_OPS)]
