@@ -76,9 +76,12 @@ def report_sections(run_dir: Path, results: dict, manifest: dict) -> list[Sectio
     audit = _int8_table(manifest)
     if audit is not None:
         sections.append(Section("int8 audit and kernel fidelity", "Integer share of the multiply-accumulates; the "
-                                "runtime's fast kernels against the file's own graph; and, for ONNX U8S8 weights, "
-                                "the share of weight pairs whose VPMADDUBSW int16 sum can saturate on x86 without "
-                                "VNNI (from the weights alone, on any CPU).", audit))
+                                "runtime's fast kernels against the file's own graph, judged on the images whose "
+                                "two best logits are more than two output steps apart (one-step rounding "
+                                "differences between kernels cannot flip those); the share of weight pairs whose "
+                                "VPMADDUBSW int16 sum could saturate on x86 without VNNI if the weights were U8S8 "
+                                "(from the weights alone, on any CPU); and the same parity on emulated CPUs "
+                                "(qemu-user, never timed) where the profile asks for them.", audit))
     export_table = _export_table(manifest)
     if export_table is not None:
         sections.append(Section("Export parity", "Each file against its source model on the parity set; drop is in "
@@ -215,11 +218,27 @@ def _files_table(manifest: dict, ok: list[dict], setting, gate: Gate | None) -> 
                 reasons.append(f"avoid {fid['avoid']}")
             p = v.get("parity") or {}
             size = (v.get("file") or {}).get("size_bytes")
-            t.add(net, vname, verdict, _pct(p.get("accuracy")), _pct(p.get("agreement")), _pct(fid.get("agreement")),
+            t.add(net, vname, verdict, _pct(p.get("accuracy")), _pct(p.get("agreement")), _pct(_judged(fid)),
                   _kib(size), _kib(_weight_bytes(v)), _ms(best["p50_ms"]) if best else "-",
                   setting_label(best) if best else "-", "; ".join(x for x in reasons if x) or "-",
                   bad=bool(failed) or status != "ok")
     return t
+
+
+def _judged(fid: dict) -> float | None:
+    """The kernel agreement the gate judges: outside the near-tie band (edgekit.fidelity)."""
+    return fid.get("decisive_agreement", fid.get("agreement"))
+
+
+def _emulated(v: dict) -> str:
+    """'x86-avx2 99.9/100.0' per emulated CPU: agreement with the source / kernel agreement, %."""
+    parts = []
+    for r in v.get("emulated_parity") or []:
+        if r.get("status") != "ok":
+            parts.append(f"{r['cpu']}: not measured ({r.get('reason')})")
+        else:
+            parts.append(f"{r['cpu']} {_pct(r.get('agreement'))}/{_pct(r.get('kernel_agreement'))}")
+    return "; ".join(parts) or "-"
 
 
 def _weight_bytes(v: dict) -> int | None:
@@ -308,10 +327,11 @@ def _settings_table(results: dict) -> Table:
 # ---------------------------------------------------------------- export details
 
 def _int8_table(manifest: dict) -> Table | None:
-    t = Table(("model", "variant", "encoding", "int8 MACs", "audit", "kernel check", "images", "kernel agreement %",
-               "kernel max diff", "U8S8 saturation", "note"),
-              numeric=(False, False, False, True, False, False, True, True, True, False, False),
-              wrap=(False,) * 5 + (True, False, False, False, True, True))
+    t = Table(("model", "variant", "encoding", "int8 MACs", "audit", "kernel check", "images judged / all",
+               "kernel agreement %", "all-image kernel agreement %", "kernel max diff (steps)", "U8S8 saturation",
+               "emulated CPUs: agreement / kernel agreement %", "note"),
+              numeric=(False, False, False, True, False, False, True, True, True, True, False, False, False),
+              wrap=(False,) * 5 + (True, False, False, False, False, True, True, True))
     for net, m in sorted(manifest.get("stages", {}).get("export", {}).get("models", {}).items()):
         for vname, v in sorted((m.get("variants") or {}).items(), key=lambda kv: variant_rank(kv[0])):
             if not str(v.get("variant_class", "")).startswith("int8") or not v.get("file"):
@@ -326,8 +346,11 @@ def _int8_table(manifest: dict) -> Table | None:
                 note.append(audit.get("reason") or "the int8 audit did not pass")
             t.add(net, vname, encoding, _num(audit.get("integer_mac_fraction"), ".3f"),
                   "-" if not audit else "passed" if audit.get("passed") else "FAILED", kernel,
-                  _num(fid.get("samples"), ",d"), _pct(fid.get("agreement")), _num(fid.get("max_abs_diff"), ".3g"),
-                  _saturation(sat), "; ".join(note) or "-", bad=bool(note))
+                  f"{_num(fid.get('decisive_samples', fid.get('samples')), ',d')} / {_num(fid.get('samples'), ',d')}",
+                  _pct(_judged(fid)), _pct(fid.get("agreement")),
+                  _num(fid.get("max_abs_diff"), ".3g") + (f" ({fid['max_abs_diff_steps']:.3g})"
+                                                          if fid.get("max_abs_diff_steps") is not None else ""),
+                  _saturation(sat), _emulated(v), "; ".join(note) or "-", bad=bool(note))
     return t if t.rows else None
 
 

@@ -322,6 +322,6 @@ def test_kernel_fidelity_and_saturation_are_shown_when_recorded(rendered, tmp_pa
     assert "| 97.65 |" in row and "| 2.9 |" in row and "avoid ONNX Runtime graph optimizations" in row
     audit = next(line for line in _section(md, "int8 audit and kernel fidelity").splitlines()
                  if "| tflite-int8-ptq |" in line)
-    assert "1.25% of pairs (5 of 400); affects this file" in audit and "| 2,000 |" in audit
+    assert "1.25% of pairs (5 of 400); affects this file" in audit and "| 2,000 / 2,000 |" in audit
     # absent everywhere else: rendered without them, no failure
     assert "| - |" in next(line for line in _section(md, "Files").splitlines() if "| tflite-fp32 |" in line)
