@@ -285,6 +285,7 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
     def put_header(m: dict) -> None:
         sec = rundir.stage(m, "export")
         sec["profile"] = profile_to_dict(profile)
+        sec["versions"] = rundir.versions()  # parity and kernel fidelity depend on the CPU and runtimes
         sec["data"] = data
         rec = sec.setdefault("models", {}).setdefault(job.name, {})
         rec.update(header)

@@ -43,6 +43,9 @@ def test_every_variant_exported_validated_and_runnable(exported_run, synthetic):
 
     sec = _export_section(exported_run)
     assert sec["data"]["parity"] == "synthetic test set" and sec["data"]["samples"] == len(synthetic.y_test)
+    from edgekit.machine import describe  # where parity and kernel fidelity were measured
+
+    assert sec["versions"]["cpu_class"] == describe()["cpu_class"] and sec["versions"]["onnxruntime"]
     cnn = sec["models"]["cnn"]
     assert set(cnn["variants"]) == set(ALL_VARIANTS)
     assert cnn["input_shape"] == [28, 28, 1] and cnn["num_classes"] == 10
