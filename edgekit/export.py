@@ -331,12 +331,23 @@ def _variant_key(variant, profile: Profile, source: dict, job: ModelJob, qat_rec
               "onnx_int8_encoding": profile.onnx_int8_encoding if _is_onnx_int8(variant) else None,
               # what the record holds: a record made before these were measured is not current
               "measures": ("parity", "weight_bytes") + (("kernel_fidelity-tieband",) if _is_int8(variant) else ()),
-              "emulated_cpus": _emulated_cpus(profile) if _is_int8(variant) else None}
+              "emulated_cpus": _emulated_cpus(profile) if _is_int8(variant) else None,
+              # parity and kernel fidelity are measured on this CPU's kernels with these runtimes:
+              # a run directory carried to another machine re-measures instead of reusing verdicts
+              "measured_on": _measured_on()}
     inputs = [source["sha256"]]
     if variant.needs_qat:
         qat_file = (qat_rec or {}).get("file")
         inputs.append(qat_file["sha256"] if qat_file else "no-qat-model")
     return rundir.stage_key("export", config, inputs)
+
+
+def _measured_on() -> dict:
+    from edgekit import machine
+
+    cpu, v = machine.describe(), rundir.versions()
+    return {"cpu_model": cpu["cpu_model"], "int8_flags": cpu["int8_flags"],
+            **{k: v.get(k) for k in ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")}}
 
 
 def _is_int8(variant) -> bool:

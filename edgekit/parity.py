@@ -196,6 +196,11 @@ def _kernel_row(rows: list[dict], limit: float, fidelity: dict | None) -> None:
         return
     # judged on the images outside the near-tie band (edgekit.fidelity); older records: all images
     v = fidelity.get("decisive_agreement", fidelity.get("agreement"))
+    if v is None and fidelity.get("decisive_samples") == 0:
+        rows.append({"name": "min_kernel_agreement", "limit": limit, "value": None, "passed": None,
+                     "note": f"not measured: all {fidelity.get('samples')} images are near-ties "
+                             f"(top-2 logits within {fidelity.get('tie_band_steps', 0):g} output steps)"})
+        return
     ok = v is not None and v >= limit
     diff = fidelity.get("max_abs_diff")
     steps = fidelity.get("max_abs_diff_steps")
@@ -227,6 +232,9 @@ def describe_failures(checks: list[dict]) -> str:
     parts = []
     for c in failed_checks(checks):
         op = ">=" if c["name"].startswith("min_") else "<="
+        if c["value"] is None and str(c.get("note", "")).startswith("emulation failed"):
+            parts.append(f"{c['name']}: {c['note']}")
+            continue
         value = "non-finite" if c["value"] is None else f"{c['value']:.6g}"
         parts.append(f"{c['name']} {value} (limit {op} {c['limit']:.6g})"
                      + (f": avoid {c['avoid']}" if c.get("avoid") else ""))

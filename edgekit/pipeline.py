@@ -109,14 +109,19 @@ def _bench_key(run_dir: Path, quick: bool) -> str:
     for name, rec in sorted(m.get("stages", {}).get("export", {}).get("models", {}).items()):
         for vname, v in sorted(rec.get("variants", {}).items()):
             hashes += [f["sha256"] for f in v.get("files", [])]
-    return rundir.stage_key("bench", {"quick": quick}, hashes)
+    from edgekit.machine import describe
+
+    # latency belongs to the CPU it was measured on: another machine measures again
+    cpu = describe()
+    return rundir.stage_key("bench", {"quick": quick, "cpu_model": cpu["cpu_model"],
+                                      "int8_flags": cpu["int8_flags"]}, hashes)
 
 
 def summary_table(run_dir: str | Path, gate=None) -> str:
     """One line per model and variant: accuracy, agreement, size, batch-1 single-thread p50; then
     the CPU it was measured on and, per network, whether int8 beat fp32 there (with `gate`, a
     CheckResult, the fastest file that passes it)."""
-    from edgekit.records import machine_of, runtime_label, speed_findings, speed_sentence
+    from edgekit.records import format_speed_lines, machine_of, runtime_label, speed_findings, speed_sentence
 
     run_dir = Path(run_dir)
     m = rundir.load_manifest(run_dir)
@@ -161,6 +166,7 @@ def summary_table(run_dir: str | Path, gate=None) -> str:
     ok = [r for r in results.get("records", []) if r.get("status") == "ok"]
     for finding in speed_findings(ok, (1, 1), passing):
         lines.append(speed_sentence(finding, cpu.get("cpu_class") or "?").replace("`", ""))
+    lines += format_speed_lines(ok, (1, 1))
     return "\n".join(lines)
 
 

@@ -174,6 +174,26 @@ def speed_findings(ok: list[dict], setting, passing: set[tuple[str, str]] | None
     return out
 
 
+def format_speed_lines(ok: list[dict], setting) -> list[str]:
+    """Per network and file format (one runtime each): fastest int8 against fastest fp32 of the
+    same format, so that a format whose int8 loses to its own fp32 is said plainly even where
+    another format's int8 wins overall (ORT's u8u8 convolutions on small layers, for one)."""
+    lines = []
+    for net in model_names(ok):
+        for fmt in sorted({r.get("format") for r in ok if r["model"] == net and _is_file(r)} - {None}):
+            def best(cls_test):
+                return fastest(ok, setting, lambda r: r["model"] == net and r.get("format") == fmt
+                               and cls_test(str(r.get("variant_class", ""))))
+            i8, fp = best(lambda c: c.startswith("int8")), best(lambda c: c == "float")
+            if i8 is None or fp is None:
+                continue
+            ratio = i8["p50_ms"] / fp["p50_ms"]
+            verdict = "SLOWER than" if ratio > 1 else "faster than"
+            lines.append(f"{net} {fmt}: int8 is {verdict} fp32 ({i8['variant']} {i8['p50_ms']:.3g} ms vs "
+                         f"{fp['variant']} {fp['p50_ms']:.3g} ms, x{ratio:.2f})")
+    return lines
+
+
 def speed_sentence(f: SpeedFinding, cpu: str) -> str:
     """One plain sentence per network (Markdown backticks for names)."""
     def ms(r: dict) -> str:

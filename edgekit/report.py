@@ -18,6 +18,7 @@ from edgekit.markup import Figure, Section, Table, html_page, markdown_page
 from edgekit.records import (  # noqa: F401  (read_results, runtime_label: edgekit.check imports them from here)
     RESULTS_SCHEMA_VERSION, fastest, float_accuracy, load_results, machine_of, read_results, record_order,
     records_at, reference_setting, runtime_label, setting_label, setting_text, speed_findings, speed_sentence,
+    format_speed_lines,
     variant_rank, variant_sizes)
 
 PLOTS = plots.PLOTS
@@ -180,6 +181,7 @@ def _machine(results: dict, ok: list[dict], setting, passing) -> Section:
     text = "CPU: " + "; ".join(parts) + "." + (f" Runtimes: {versions}." if versions else "")
     cpu = m.get("cpu_class") or m.get("cpu_model") or "unknown CPU"
     lines = tuple(speed_sentence(f, cpu) for f in speed_findings(ok, setting, passing)) if setting else ()
+    lines += tuple(format_speed_lines(ok, setting)) if setting else ()
     return Section("Machine", text, lines=lines)
 
 

@@ -69,3 +69,29 @@ def test_a_cpu_that_cannot_be_emulated_is_not_measured_never_passed(tmp_path, mo
     assert {r["name"] for r in rows} == {"min_agreement@x86-avx2", "max_accuracy_drop@x86-avx2",
                                          "min_kernel_agreement@x86-avx2"}
     assert all(r["passed"] is None and r["note"].startswith("not measured on x86-avx2") for r in rows)
+
+
+def test_a_broken_emulation_fails_its_rows_and_keeps_the_other_cpus(tmp_path):
+    """A file the emulated runtime cannot run (here: truncated) must fail that CPU's rows loudly
+    instead of raising out of the export (which would throw away the native verdict)."""
+    _need_qemu()
+    good = _qdq_matmul(tmp_path / "good.onnx", "u8u8", W)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(good.read_bytes()[:40])
+    recs = emulated_parity(broken, X, EXACT, EXACT, LABELS, ("x86-avx2",), 0.999)
+    assert recs[0]["status"] == "error" and recs[0]["reason"]
+    rows = emulated_checks(TH, recs)
+    assert rows and all(r["passed"] is False and r["note"].startswith("emulation failed") for r in rows)
+    assert "emulation failed on x86-avx2" in describe_failures(rows)
+
+
+def test_all_near_tie_images_are_not_measured_rather_than_passed():
+    from edgekit.fidelity import decisive_agreement
+
+    ref = np.array([[1.0, 1.0], [1.1, 1.0]])  # gaps 0 and 1 step: both inside the 2-step band
+    r = decisive_agreement(ref, ref[:, ::-1], 0.1)
+    assert r["decisive_samples"] == 0 and r["decisive_agreement"] is None
+    rows = check_thresholds(TH, {"agreement": 1.0, "samples": 2}, None, None,
+                            kernel_fidelity={"samples": 2, "agreement": 0.0, "tie_band_steps": 2.0, **r})
+    kern = [c for c in rows if c["name"] == "min_kernel_agreement"][0]
+    assert kern["passed"] is None and "near-ties" in kern["note"]
