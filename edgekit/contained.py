@@ -5,9 +5,12 @@
 `--trust-model` means "run this file's code"; this module limits what that code can reach, it
 does not make it safe. The subprocess gets:
 - an environment scrubbed of secrets: only variables a TensorFlow export needs are passed
-  (PATH, HOME, locale, PYTHON*, TF_*, OMP_*, ...), and of those none whose name looks like a
-  credential (TOKEN, SECRET, KEY, PASSWORD, ...), so CI tokens are not in its `os.environ`;
-- a private temporary working directory (mode 0700, also its TMPDIR), removed afterwards.
+  (PATH, locale, PYTHON*, TensorFlow's own TF_CPP_*/TF_NUM_*/... but not the whole TF_ prefix,
+  which Terraform's TF_VAR_* secrets share, OMP_*, ...), and of those none whose name looks
+  like a credential (TOKEN, SECRET, KEY, PASSWORD, ...), so CI tokens are not in its `os.environ`;
+- a private temporary working directory (mode 0700), also its TMPDIR and its HOME, so
+  ~/.git-credentials, ~/.aws, ~/.config, ~/.netrc are not at the paths code looks for them;
+  removed afterwards.
 It still runs as the same user, with the same files and network: a sandbox (container, VM,
 seccomp) is the only real boundary, and the README says so.
 
@@ -33,10 +36,15 @@ from edgekit import errors
 from edgekit.config import Profile, profile_from_dict, profile_to_dict
 from edgekit.progress import Progress
 
-KEEP_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
+KEEP_NAMES = frozenset({"PATH", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
                         "NO_COLOR", "COLUMNS", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED",
-                        "PYTHONWARNINGS", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV", "LD_LIBRARY_PATH"})
-KEEP_PREFIXES = ("LC_", "TF_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "XLA_", "CUDA_", "NVIDIA_", "EDGEKIT_")
+                        "PYTHONWARNINGS", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+                        # TensorFlow's own switches, by name: TF_ alone is also Terraform's (TF_VAR_*)
+                        "TF_USE_LEGACY_KERAS", "TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS",
+                        "TF_FORCE_GPU_ALLOW_GROWTH", "TF_GPU_ALLOCATOR", "TF_XLA_FLAGS",
+                        "TF_ENABLE_XLA", "TF_INTRA_OP_PARALLELISM_THREADS", "TF_INTER_OP_PARALLELISM_THREADS"})
+KEEP_PREFIXES = ("LC_", "TF_CPP_", "TF_NUM_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "XLA_", "CUDA_", "NVIDIA_",
+                 "EDGEKIT_")
 # Dropped even when kept above (EDGEKIT_API_TOKEN, TF_..._KEY): names that look like credentials.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|PASSPHRASE|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|"
                          r"CERT|SIGNING|^AWS_|^AZURE_|^GCP_|^GOOGLE_|^GITHUB_|^GH_|^ACTIONS_|^CI_|^GITLAB_|"
@@ -77,6 +85,7 @@ def export_contained(model_path: Path, out_dir: Path, profile: Profile, calibrat
         package_root = str(Path(edgekit.__file__).resolve().parent.parent)   # importable from any cwd
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env["TMPDIR"] = str(work / "tmp")
+        env["HOME"] = str(work)   # not the user's: no ~/.git-credentials, ~/.aws, ~/.config there
         progress.update(f"{Path(model_path).name}: trusted by the user; loading and converting it in a "
                         f"subprocess (scrubbed environment, private working directory)")
         rc = _run([sys.executable, "-m", "edgekit.contained", str(work / "job.json")], work, env,
@@ -85,7 +94,7 @@ def export_contained(model_path: Path, out_dir: Path, profile: Profile, calibrat
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if result.get("ok") and rc == 0:
-        return rundir.load_manifest(out_dir)["stages"]["export"]
+        return _export_section(out_dir, model_path)
     error = result.get("error")
     if not error:
         raise errors.ExportError(f"{model_path}: the contained export stopped with exit code {rc} before "
@@ -113,6 +122,19 @@ def _run(cmd: list[str], cwd: Path, env: dict, stream) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _export_section(out_dir: Path, model_path: Path) -> dict:
+    """The export record the worker wrote; one line, not a KeyError, when it is not there."""
+    from edgekit import rundir
+
+    stages = rundir.load_manifest(out_dir).get("stages")
+    section = stages.get("export") if isinstance(stages, dict) else None
+    if not isinstance(section, dict):
+        manifest = Path(out_dir) / "manifest.json"
+        raise errors.ExportError(f"{model_path}: the contained export reported success but {manifest} has no "
+                                 f"export record; run the export again into a new --out directory")
+    return section
 
 
 def _read_result(path: Path) -> dict:

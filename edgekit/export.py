@@ -135,7 +135,8 @@ def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, 
     scan = check_model(model_path, trust_model=trust_model)   # before any deserialization or write
     if trust_model and not contained.in_worker():
         return contained.export_contained(model_path, out_dir, profile, calibration, force=force, progress=progress)
-    model = load_keras_model(model_path, trust_model=True)   # scanned just above
+    # scanned just above; safe mode stays on unless the user trusts the file (then we are the worker)
+    model = load_keras_model(model_path, trust_model=trust_model, scanned=True)
     input_shape = _single_input_shape(model, model_path)
     name = model_path.stem if model_path.is_file() else model_path.name
     if calibration is not None:

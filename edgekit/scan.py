@@ -11,9 +11,12 @@ Two scanners, each for what it does best:
 - edgekit's own walk: modelscan looks at top-level layers only (a Lambda inside a nested
   Sequential passes it) and picks a format by file extension (an HDF5 file named `model.bin`
   passes it, yet tf_keras loads it as HDF5 and runs its Lambda; both measured with modelscan 0.8.8).
-  So edgekit detects the format by content, walks every object of the model config, allows
-  only tf_keras and tfmot classes, and lists Python-callback ops (PyFunc and friends) in every
-  graph and function of a SavedModel. Checkpoint ops (SaveV2, RestoreV2, ...) are normal.
+  So edgekit detects the format by content, walks every object of the model config (in a
+  SavedModel: every JSON of keras_metadata.pb and of saved_model.pb's object graph), allows
+  only tf_keras and tfmot classes, only pure math/array TensorFlow functions in op layers
+  (TFOpLambda names any `tf.*` symbol, tf.print included, and the loader resolves it), only the
+  Python built-ins tf_keras resolves as its own activations/losses/initializers, and lists
+  graph ops that call Python or touch files (edgekit.scan_savedmodel).
 """
 from __future__ import annotations
 
@@ -34,12 +37,41 @@ PYTHON_CALLBACK_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 TRUSTED_MODULES = ("keras", "tf_keras", "tensorflow_model_optimization")
 # `.keras` value markers that carry data only; "__lambda__" (Python bytecode) is not among them.
 VALUE_MARKERS = frozenset({"__tensor__", "__numpy__", "__tuple__", "__bytes__", "__typespec__",
-                           "__ellipsis__", "__slice__"})
+                           "__ellipsis__", "__slice__", "TensorShape", "TypeSpec", "CompositeTensor"})
+# TFOpLambda / SlicingOpLambda store a `tf.*` symbol name that the loader resolves and calls on
+# every predict; any public symbol resolves (tf.print to a file, tf.io.*, tf.config.*), so only
+# pure math/array functions pass. compat.v1./compat.v2. names are checked without that prefix.
+PURE_TF_PREFIXES = ("math.", "nn.", "image.", "linalg.", "signal.", "bitwise.", "__operators__.",
+                    "keras.activations.", "reduce_")
+PURE_TF_NAMES = frozenset(
+    "reshape concat stack unstack transpose cast clip_by_value clip_by_norm expand_dims squeeze gather "
+    "gather_nd split pad tile identity add multiply subtract divide truediv realdiv floordiv matmul "
+    "maximum minimum abs sqrt exp square pow negative sign round floor ceil sigmoid tanh einsum "
+    "tensordot broadcast_to slice strided_slice boolean_mask reverse roll zeros_like ones_like zeros "
+    "ones fill shape size rank where one_hot argmax argmin sort argsort cumsum range norm equal "
+    "not_equal greater greater_equal less less_equal logical_and logical_or logical_not repeat "
+    "stop_gradient ensure_shape space_to_depth depth_to_space space_to_batch_nd batch_to_space "
+    "convert_to_tensor".split())
+# ClassMethod / InstanceProperty / InstanceMethod: what tf_keras itself creates them for.
+RAGGED_CLASS_METHODS = frozenset(
+    "from_value_rowids from_row_splits from_row_lengths from_row_starts from_row_limits "
+    "from_uniform_row_length from_nested_value_rowids from_nested_row_splits from_nested_row_lengths "
+    "from_tensor from_sparse".split())
+TENSOR_ATTRIBUTES = frozenset(
+    "values flat_values row_splits nested_row_splits value_rowids nested_value_rowids nrows row_starts "
+    "row_limits row_lengths nested_row_lengths bounding_shape with_values with_flat_values "
+    "with_row_splits_dtype merge_dims to_tensor to_sparse indices dense_shape".split())
 RISKS = {
     "lambda-layer": "Python code stored in the file, run when the model is loaded or called",
     "custom-object": "a class from outside tf_keras/tfmot: loading it imports and runs that code",
+    "tf-function": ("a TensorFlow function that is not a pure math/array op: the loader looks it up by "
+                    "name and runs it on every call (tf.print, for one, writes to files)"),
+    "builtin-function": ("a Python built-in that is not a tf_keras activation, loss or initializer: "
+                         "the loader looks it up by name and calls it"),
     "python-callback-op": "a graph op that calls Python code when the graph runs",
     "file-op": "a graph op that reads or writes files when the graph runs",
+    "checkpoint-op": ("a checkpoint op outside the SavedModel's own save/restore functions: it reads or "
+                      "writes files when the graph runs"),
     "unknown-op": "an op TensorFlow does not know, from a custom kernel library",
     "scan-error": "the file could not be scanned, so nothing vouches for it",
 }
@@ -90,19 +122,24 @@ def scan_model(path: str | Path) -> ScanReport:
     """Scan a .keras / HDF5 file or a SavedModel folder without deserializing any of it."""
     import modelscan.modelscan  # noqa: F401  (imports TensorFlow: paid once, not timed as the scan)
 
+    from edgekit import scan_savedmodel
+
     path = Path(path)
     t0 = time.perf_counter()
     fmt = model_format(path)
     by_modelscan = list(_modelscan(path))
+    own_ops: list[Finding] = []
     if fmt == "savedmodel":
-        found = by_modelscan + _saved_model_ops(path)
+        own_ops = scan_savedmodel.graph_op_findings(path)
+        own = [f for config, where in scan_savedmodel.metadata_configs(path)
+               for f in _config_findings(config, where)]
     else:
         own = _config_findings(_keras_config(path, fmt), str(path))
-        # the walk names each Lambda modelscan counts (and the nested ones it misses): keep those
-        if any(f.kind == "lambda-layer" for f in own) and any(f.kind == "lambda-layer" for f in by_modelscan):
-            by_modelscan = [f for f in by_modelscan if f.kind != "lambda-layer"]
-            own = [replace(f, found_by="edgekit+modelscan") if f.kind == "lambda-layer" else f for f in own]
-        found = by_modelscan + own
+    # the walk names each Lambda modelscan counts (and the nested ones it misses): keep those
+    if any(f.kind == "lambda-layer" for f in own) and any(f.kind == "lambda-layer" for f in by_modelscan):
+        by_modelscan = [f for f in by_modelscan if f.kind != "lambda-layer"]
+        own = [replace(f, found_by="edgekit+modelscan") if f.kind == "lambda-layer" else f for f in own]
+    found = by_modelscan + own_ops + own
     unique = tuple(dict.fromkeys(found))
     return ScanReport(path=str(path), format=fmt, findings=unique,
                       seconds=round(time.perf_counter() - t0, 4), scanners=_scanner_versions())
@@ -151,6 +188,8 @@ def _label(f: Finding) -> str:
         return f"Lambda layer {f.name}" if f.name != "Lambda" else f"a Lambda layer in {Path(f.where).name}"
     if f.kind == "custom-object":
         return f"custom class {f.name}"
+    if f.kind in ("tf-function", "builtin-function"):
+        return f.name
     if f.kind == "scan-error":
         return f"scan error '{f.name}'"
     return f"{f.name} op in {Path(f.where).name}"
@@ -178,7 +217,7 @@ def _modelscan(path: Path) -> Iterator[Finding]:
 def _scanner_versions() -> dict:
     from importlib import metadata
 
-    return {"modelscan": metadata.version("modelscan"), "edgekit": "config-walk+graph-ops/1"}
+    return {"modelscan": metadata.version("modelscan"), "edgekit": "config-walk+graph-ops/2"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,13 +259,52 @@ def _config_findings(config: dict, where: str) -> list[Finding]:
         label = f"'{layer}' ({cls})" if layer and layer != cls else f"'{cls}'"
         if cls == "Lambda" or cls == "__lambda__":
             found.append(Finding("lambda-layer", f"'{layer or cls}'", where, "edgekit"))
-        elif cls in VALUE_MARKERS:
+        elif cls in VALUE_MARKERS and (module is None or cls == "__typespec__" and _typespec_module(module)):
             continue
+        elif cls == "function" and module == "builtins":
+            fn = obj.get("config")
+            if not (isinstance(fn, str) and _keras_builtin_function(fn)):
+                found.append(Finding("builtin-function", f"built-in function {fn!r} in layer '{layer}'",
+                                     where, "edgekit"))
         elif isinstance(module, str) and not _trusted_module(module, cls):
             found.append(Finding("custom-object", f"{label} from module '{module}'", where, "edgekit"))
-        elif cls not in known and not (cls == "function" and module in (None, "builtins")):
+        elif cls not in known and not (cls == "function" and module is None):
             found.append(Finding("custom-object", label, where, "edgekit"))
+        elif (called := _impure_tf_call(obj)) is not None:
+            found.append(Finding("tf-function", f"{called} in layer '{layer}' ({cls})", where, "edgekit"))
     return found
+
+
+def pure_tf_symbol(name: str) -> bool:
+    """True for a `tf.*` symbol name (as TFOpLambda stores it) on the pure math/array list."""
+    for prefix in ("compat.v1.", "compat.v2."):
+        name = name[len(prefix):] if name.startswith(prefix) else name
+    return name.startswith(PURE_TF_PREFIXES) or name in PURE_TF_NAMES
+
+
+def _impure_tf_call(obj: dict) -> str | None:
+    """What an op layer (TFOpLambda and kin) calls on load, if that is not a pure op; else None."""
+    cls, cfg = obj.get("class_name"), obj.get("config")
+    cfg = cfg if isinstance(cfg, dict) else {}
+    if cls in ("TFOpLambda", "SlicingOpLambda"):
+        fn = cfg.get("function")
+        return None if isinstance(fn, str) and pure_tf_symbol(fn) else f"tf.{fn}"
+    if cls == "ClassMethod":
+        sym, method = cfg.get("cls_symbol"), cfg.get("method_name")
+        return None if sym == "RaggedTensor" and method in RAGGED_CLASS_METHODS else f"tf.{sym}.{method}"
+    if cls in ("InstanceProperty", "InstanceMethod"):
+        attr = cfg.get("attr_name")
+        return None if attr in TENSOR_ATTRIBUTES else f"<input tensor>.{attr}"
+    return None
+
+
+def _keras_builtin_function(name: str) -> bool:
+    """The lookup tf_keras makes first for a `builtins` function (its activations, losses, ...);
+    any other name falls through to `getattr(builtins, name)`: exit, eval, open."""
+    from tensorflow.python.util import tf_export
+    from tf_keras.src.saving.serialization_lib import BUILTIN_MODULES
+
+    return any(tf_export.get_symbol_from_name(f"keras.{m}.{name}") is not None for m in BUILTIN_MODULES)
 
 
 def _objects(node: Any, layer: str | None) -> Iterator[tuple[dict, str | None]]:
@@ -248,9 +326,12 @@ def _objects(node: Any, layer: str | None) -> Iterator[tuple[dict, str | None]]:
             yield from _objects(value, layer)
 
 
+def _typespec_module(module: str) -> bool:
+    """A `.keras` type spec names the module its class is imported from: TensorFlow's own only."""
+    return module == "tensorflow" or module.startswith("tensorflow.") or _trusted_module(module, "")
+
+
 def _trusted_module(module: str, cls: str) -> bool:
-    if module == "builtins":   # tf_keras resolves built-in function names in its own modules
-        return cls == "function"
     return any(module == m or module.startswith(m + ".") for m in TRUSTED_MODULES)
 
 
@@ -270,26 +351,3 @@ def _known_classes() -> frozenset[str]:
     for objects in tfmot.quantization.keras.quantize_scope().custom_objects:
         names |= set(objects)
     return frozenset(names)
-
-
-# ---------------------------------------------------------------------------------------------
-# SavedModel graphs
-
-def _saved_model_ops(path: Path) -> list[Finding]:
-    """Python-callback ops in every meta graph and every function of its library."""
-    from google.protobuf.message import DecodeError
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    pb = path / "saved_model.pb"
-    sm = saved_model_pb2.SavedModel()
-    try:
-        sm.ParseFromString(pb.read_bytes())
-    except (OSError, DecodeError) as e:
-        raise ModelError(f"{pb}: not a readable SavedModel ({type(e).__name__}: {e}); "
-                         f"save the model again") from e
-    ops = set()
-    for graph in sm.meta_graphs:
-        ops |= {n.op for n in graph.graph_def.node}
-        for fn in graph.graph_def.library.function:
-            ops |= {n.op for n in fn.node_def}
-    return [Finding("python-callback-op", op, str(pb), "edgekit") for op in sorted(ops & PYTHON_CALLBACK_OPS)]
