@@ -141,27 +141,38 @@ if os.environ.get("EDGEKIT_TF_LOG", "0").strip() in ("", "0"):
                                                    for f in sys.meta_path):  # once, even on reload
         sys.meta_path.insert(0, _QuietTensorFlowImport())
 
-from edgekit.errors import EdgekitError  # noqa: E402  (after the environment is set)
+from edgekit.errors import (  # noqa: E402  (after the environment is set)
+    ConfigError, DataError, EdgekitError, ExportError, ModelError, RunDirError, UntrustedModelError)
 
-__all__ = ["__version__", "EdgekitError", "train", "export_run", "export_model", "bench_run",
-           "render_report", "check_run", "run_all", "load_dataset", "build_model"]
+__all__ = ["__version__", "EdgekitError", "DataError", "ConfigError", "ModelError", "ExportError",
+           "RunDirError", "UntrustedModelError", "train", "export_run", "export_model", "bench_run",
+           "render_report", "check_run", "run_all", "load_dataset", "build_model", "load_profile", "open_file"]
+
+# name -> (module, attribute): imported on first use, so `import edgekit` stays TensorFlow-free
+_LAZY = {
+    "train": ("edgekit.train", "train"),
+    "export_run": ("edgekit.export", "export_run"),
+    "export_model": ("edgekit.export", "export_model"),
+    "bench_run": ("edgekit.bench", "bench_run"),
+    "render_report": ("edgekit.report", "render_report"),
+    "check_run": ("edgekit.check", "check_run"),
+    "run_all": ("edgekit.pipeline", "run_all"),
+    "load_dataset": ("edgekit.data", "load_dataset"),
+    "build_model": ("edgekit.models", "build_model"),
+    "load_profile": ("edgekit.config", "load_profile"),
+    "open_file": ("edgekit.runtimes", "open_file"),
+}
 
 
 def __getattr__(name: str):
     """Lazy public API: `import edgekit` stays fast and TensorFlow-free until a stage is used."""
-    lazy = {
-        "train": ("edgekit.train", "train"),
-        "export_run": ("edgekit.export", "export_run"),
-        "export_model": ("edgekit.export", "export_model"),
-        "bench_run": ("edgekit.bench", "bench_run"),
-        "render_report": ("edgekit.report", "render_report"),
-        "check_run": ("edgekit.check", "check_run"),
-        "run_all": ("edgekit.pipeline", "run_all"),
-        "load_dataset": ("edgekit.data", "load_dataset"),
-        "build_model": ("edgekit.models", "build_model"),
-    }
-    if name in lazy:
+    if name in _LAZY:
         import importlib
-        module, attr = lazy[name]
+        module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'edgekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """`dir(edgekit)` and tab completion show the lazy API too, without importing it."""
+    return sorted(set(globals()) | set(__all__))

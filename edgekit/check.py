@@ -67,8 +67,10 @@ class CheckResult:
     profile: str = ""
 
 
-def check_run(run_dir: str | Path, profile: str | None = None, baseline: str | None = None) -> CheckResult:
-    """Judge a run directory against a profile (default: the one its export used)."""
+def check_run(run_dir: str | Path, profile: str | Path | Profile | None = None,
+              baseline: str | Path | None = None) -> CheckResult:
+    """Judge a run directory against a profile: a name, a .toml path or a Profile (default: the
+    one its export used); with `baseline`, a results.json of an earlier bench, also latency."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist; pass the --run of a finished export")
@@ -77,13 +79,10 @@ def check_run(run_dir: str | Path, profile: str | None = None, baseline: str | N
     results = read_results(run_dir / "results.json") if (run_dir / "results.json").exists() else None
     base = None
     if baseline is not None:
+        base = _read_baseline(Path(baseline))  # the user's file first: its problems are theirs to fix
         if results is None:
             raise RunDirError(f"{run_dir / 'results.json'} does not exist; run `edgekit bench --run {run_dir}` "
                               "before comparing with a baseline")
-        if not Path(baseline).is_file():
-            raise RunDirError(f"baseline {baseline} does not exist; pass the results.json of an earlier "
-                              "`edgekit bench` run")
-        base = read_results(Path(baseline))
 
     rows: list[CheckRow] = []
     judged: dict[tuple[str, str], Thresholds] = {}   # (model, variant) with a file to judge -> thresholds
@@ -114,9 +113,11 @@ def check_run(run_dir: str | Path, profile: str | None = None, baseline: str | N
 
 # ---------------------------------------------------------------- inputs
 
-def _resolve_profile(export: dict, name: str | None, run_dir: Path) -> Profile:
-    if name:
-        return load_profile(name)
+def _resolve_profile(export: dict, given: str | Path | Profile | None, run_dir: Path) -> Profile:
+    if isinstance(given, Profile):
+        return given
+    if given:
+        return load_profile(str(given))
     recorded = export.get("profile")
     if not recorded:
         raise ConfigError(f"{run_dir / rundir.MANIFEST} records no export profile; pass --profile NAME")
@@ -125,6 +126,25 @@ def _resolve_profile(export: dict, name: str | None, run_dir: Path) -> Profile:
     except TypeError as e:
         raise ConfigError(f"the profile recorded in {run_dir / rundir.MANIFEST} is unreadable ({e}); "
                           "pass --profile NAME") from None
+
+
+def _read_baseline(path: Path) -> dict:
+    """The --baseline is the user's file, not one this run wrote: a problem with it says so and
+    how to make one (never "delete it and re-run the stage")."""
+    how = "pass the results.json that `edgekit bench --run RUN_DIR` writes (RUN_DIR/results.json)"
+    if not path.is_file():
+        raise RunDirError(f"baseline {path} does not exist; pass the results.json of an earlier "
+                          "`edgekit bench` run")
+    try:
+        json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--baseline {path} is not valid JSON ({e}); {how}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--baseline {path} cannot be read ({e}); {how}") from e
+    try:
+        return read_results(path)  # checks it is a results.json of this schema version
+    except RunDirError as e:
+        raise ConfigError(f"--baseline {e}") from e
 
 
 # ---------------------------------------------------------------- export figures

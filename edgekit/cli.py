@@ -1,8 +1,3 @@
-"""The `edgekit` command: a thin argparse layer over the Python API.
-
-Exit codes: 0 success, 1 a failure (or a failed gate), 2 a usage error or a refused model, 130 interrupted.
-Errors print one line on stderr; `--debug` adds the traceback.
-"""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +5,29 @@ import sys
 from pathlib import Path
 
 from edgekit import __version__
-from edgekit.errors import ConfigError, EdgekitError
+from edgekit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_RED, ConfigError, EdgekitError
 
-RUNTIME_NAMES = ("keras", "litert", "onnxruntime")
+# The one exit-code table: the module doc below and every subcommand's --help show this text.
+EXIT_CODES = """\
+exit codes (the same for every command):
+  0    green: the work is done and every verdict passed
+  1    a verdict is red: the gate failed, an exported variant failed
+  2    your command or input is wrong: usage, bad data, bad profile, refused model,
+       unreadable or invalid baseline, impossible --out, missing run directory or stage
+  3    edgekit or a library failed: an unexpected exception, a conversion library crash
+       (re-run with --debug for the traceback and report it)
+  130  interrupted (Ctrl-C): finished work is kept; the same command resumes
+"""
+__doc__ = f"""The `edgekit` command: a thin argparse layer over the Python API.
+
+Errors print one line on stderr; `--debug` adds the traceback, with the library error underneath.
+Every subcommand's help ends with its examples and this table:
+
+{EXIT_CODES}"""
+# Old spellings still accepted for a release: (subcommand, old option) -> the option it now is.
+# Each prints one notice line on stderr; they are hidden from --help so new users see one word.
+DEPRECATED = {("train", "--model"): "--network", ("run", "--model"): "--network",
+              ("export", "--models"): "--network", ("bench", "--batch"): "--batch-sizes"}
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -51,16 +66,16 @@ def cmd_train(args) -> int:
                       batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr,
                       limit=args.limit, num_classes=args.num_classes, mixed_precision=args.mixed_precision, xla=args.xla,
                       device=args.device)
-    section = train(args.out, cfg, models=args.model, force=args.force, progress=_progress(args))
+    section = train(args.out, cfg, models=args.network, force=args.force, progress=_progress(args))
     for name, rec in section.get("models", {}).items():
-        if name in args.model:
+        if name in args.network:
             m = rec.get("metrics") or {}
             acc = m.get("test_accuracy")
             files = rec.get("files") or [{}]
             print(f"{name:8s} test_accuracy={'n/a' if acc is None else f'{acc:.4f}'} "
                   f"epochs={m.get('epochs_run')} time={rec.get('seconds') or 0:.0f}s  {files[0].get('path', '')}")
     print(f"manifest: {Path(args.out) / 'manifest.json'}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_export(args) -> int:
@@ -69,12 +84,18 @@ def cmd_export(args) -> int:
 
     profile = load_profile(args.profile)
     if bool(args.run) == bool(args.model):
-        raise ConfigError("give exactly one of --run RUN_DIR (models a training run made) or --model PATH (your own model)")
+        raise ConfigError("give exactly one of --run RUN_DIR (models a training run made) or --model FILE (your own model)")
+    if args.model and not Path(args.model).exists():
+        from edgekit.models import NETWORKS
+
+        if args.model in NETWORKS:  # the old train/run meaning of --model
+            raise ConfigError(f"--model takes a model FILE of yours; for our network '{args.model}' use "
+                              f"--run RUN_DIR --network {args.model}")
     if args.run and args.trust_model:
         raise ConfigError("--trust-model applies to --model FILE; a run directory's models are edgekit's own "
                           "and are checked against their recorded sha256 instead")
     if args.run:
-        section = export_run(args.run, profile, models=args.models, force=args.force, progress=_progress(args))
+        section = export_run(args.run, profile, models=args.network, force=args.force, progress=_progress(args))
         where = args.run
     else:
         out = args.out or (Path(args.model).with_suffix("").name + "-export")
@@ -83,7 +104,7 @@ def cmd_export(args) -> int:
         where = out
     failed = _print_export_summary(section)
     print(f"manifest: {Path(where) / 'manifest.json'}")
-    return 1 if failed else 0
+    return EXIT_RED if failed else EXIT_OK
 
 
 def _print_export_summary(section: dict) -> int:
@@ -104,11 +125,11 @@ def _print_export_summary(section: dict) -> int:
 def cmd_bench(args) -> int:
     from edgekit.bench import bench_run
 
-    bench_run(args.run, runtimes=args.runtimes, threads=args.threads, batches=args.batch,
+    bench_run(args.run, runtimes=args.runtimes, threads=args.threads, batches=args.batch_sizes,
               quick=args.quick, progress=_progress(args))
     print((Path(args.run) / "report.md").read_text())
     print(f"report: {Path(args.run) / 'report.html'}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_report(args) -> int:
@@ -116,7 +137,7 @@ def cmd_report(args) -> int:
 
     html = render_report(args.run)
     print(f"report: {html}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_check(args) -> int:
@@ -124,25 +145,64 @@ def cmd_check(args) -> int:
 
     result = check_run(args.run, profile=args.profile, baseline=args.baseline)
     print(result.table)
-    return 0 if result.passed else 1
+    return EXIT_OK if result.passed else EXIT_RED
 
 
 def cmd_run(args) -> int:
     from edgekit.pipeline import run_all
 
     summary = run_all(args.out, dataset=args.dataset, data_dir=args.data_dir, profile=args.profile,
-                      models=args.model, quick=args.quick, epochs=args.epochs, force=args.force,
+                      models=args.network, quick=args.quick, epochs=args.epochs, force=args.force,
                       progress=_progress(args))
     print(summary.table)
     print(f"report: {summary.report_html}")
-    return 0 if summary.passed else 1
+    return EXIT_OK if summary.passed else EXIT_RED
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores into the new option's dest, says so in one line."""
+
+    def __init__(self, option_strings, dest, new: str = "", word: str = "NAME", **kwargs) -> None:
+        self.new, self.word = new, word
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"edgekit: {option_string} {self.word} is deprecated; use {self.new} {self.word}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _alias(parser: argparse.ArgumentParser, command: str, old: str, word: str, parse) -> None:
+    new = DEPRECATED[(command, old)]
+    parser.add_argument(old, dest=new.lstrip("-").replace("-", "_"), type=parse, action=_DeprecatedAlias,
+                        new=new, word=word, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _subcommand(sub, name: str, parents, summary: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand whose help ends with its examples and the exit-code table."""
+    return sub.add_parser(name, parents=parents, help=summary, description=summary,
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog=f"examples:\n{examples.rstrip()}\n\n{EXIT_CODES}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edgekit.config import NETWORK_NAMES
+    from edgekit.config import available_profiles
+    from edgekit.data import SOURCES
+    from edgekit.models import NETWORKS
+    from edgekit.runtimes import RUNTIMES
+
+    networks, runtimes = tuple(NETWORKS), tuple(RUNTIMES)
+    network_list, runtime_list = _name_list(networks), _name_list(runtimes)
+    network_names = ", ".join(networks)
+    profile_help = (f"deployment-target profile: {', '.join(available_profiles()) or '(none found)'}, "
+                    "or a path to a .toml file")
+    dataset_help = f"{', '.join(SOURCES)}, or a path to an IDX folder or a .npz (default fashion-mnist)"
+    run_help = "run directory (the --out of `edgekit train` or `edgekit run`)"
 
     p = argparse.ArgumentParser(prog="edgekit", description="Train, export (TFLite/ONNX, float and int8) "
-                                "and benchmark Keras image classifiers for edge deployment.")
+                                "and benchmark Keras image classifiers for edge deployment.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="`edgekit COMMAND --help` shows a command's options and examples."
+                                       f"\n\n{EXIT_CODES}")
     p.add_argument("--version", action="version", version=f"edgekit {__version__}")
     # --debug/--quiet work before or after the subcommand; SUPPRESS keeps the subcommand's
     # unset default from overwriting a value given before it.
@@ -152,34 +212,47 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress lines")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    models = _name_list(NETWORK_NAMES)
 
-    t = sub.add_parser("train", parents=[common], help="train the reference networks into a run directory")
-    t.add_argument("--model", type=models, default=NETWORK_NAMES, help="mlp, cnn, resnet, a comma list, or all (default all)")
-    t.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, mnist, synthetic, or a path to an IDX folder / .npz")
-    t.add_argument("--data-dir", help="where the named dataset's files are (overrides the default location)")
-    t.add_argument("--epochs", type=int, help="maximum epochs (default: per network)")
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, help="peak learning rate (default: per network)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--limit", type=int, help="use only the first N training images (quick runs)")
-    t.add_argument("--num-classes", type=int, help="class count of a dataset given by path (default: max label + 1; "
-                   "a class that never occurs below it is refused as a stray label)")
-    t.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    t = _subcommand(sub, "train", [common], "train the reference networks into a run directory", """\
+  edgekit train --network cnn --out runs/cnn
+  edgekit train --network mlp,cnn --dataset mnist --epochs 5 --out runs/mnist
+  edgekit train --network cnn --dataset my_data.npz --num-classes 10 --out runs/mine""")
+    t.add_argument("--network", type=network_list, default=networks, metavar="NAME[,NAME]",
+                   help=f"which of our networks: {network_names}, a comma list, or all (default all)")
+    _alias(t, "train", "--model", "NAME", network_list)
+    t.add_argument("--dataset", default="fashion-mnist", help=dataset_help)
+    t.add_argument("--data-dir", metavar="FOLDER",
+                   help="where the named dataset's files are (default: its usual location)")
+    t.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (default: per network)")
+    t.add_argument("--batch-size", type=int, default=128, metavar="N", help="training batch size (default 128)")
+    t.add_argument("--lr", type=float, metavar="RATE", help="peak learning rate (default: per network)")
+    t.add_argument("--seed", type=int, default=0, metavar="N", help="random seed of data order and weights (default 0)")
+    t.add_argument("--limit", type=int, metavar="N", help="use only the first N training images (quick runs)")
+    t.add_argument("--num-classes", type=int, metavar="N",
+                   help="class count of a dataset given by path (default: max label + 1; "
+                        "a class that never occurs below it is refused as a stray label)")
+    t.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="auto, cpu or gpu (default auto: a GPU when TensorFlow sees one)")
     t.add_argument("--mixed-precision", action="store_true", help="float16 compute on a GPU (weights saved float32)")
     t.add_argument("--xla", action="store_true", help="XLA jit_compile (slower on CPU, may help on GPU)")
-    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create or resume")
     t.add_argument("--force", action="store_true", help="retrain even if the run directory has finished models")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", parents=[common], help="QAT, PTQ and conversion to TFLite/ONNX, with parity checks")
-    e.add_argument("--run", help="run directory of a training run")
-    e.add_argument("--model", help="your own Keras model: .keras, .h5 or a SavedModel folder")
-    e.add_argument("--models", type=models, help="with --run: which networks (default: all trained)")
-    e.add_argument("--calibration-data", help="with --model: .npz with x (inputs) and optional y (labels)")
-    e.add_argument("--out", help="with --model: output directory (default: <model>-export)")
-    e.add_argument("--profile", default="default", help="deployment-target profile name in export/ or a .toml path")
-    e.add_argument("--force", action="store_true")
+    e = _subcommand(sub, "export", [common], "QAT, PTQ and conversion to TFLite/ONNX, with parity checks", """\
+  edgekit export --run runs/cnn --profile mobile
+  edgekit export --run runs/cnn --network cnn --profile my_targets.toml
+  edgekit export --model my_model.keras --calibration-data calib.npz --out my-export""")
+    e.add_argument("--run", metavar="RUN_DIR", help=f"{run_help}; or give --model")
+    e.add_argument("--model", metavar="FILE", help="your own Keras model: .keras, .h5 or a SavedModel folder")
+    e.add_argument("--network", type=network_list, metavar="NAME[,NAME]",
+                   help=f"with --run: which networks, of {network_names}, or all (default: every trained one)")
+    _alias(e, "export", "--models", "NAME", network_list)
+    e.add_argument("--calibration-data", metavar="NPZ",
+                   help="with --model: .npz with x (inputs, floats in [0, 1]) and optional y (labels)")
+    e.add_argument("--out", metavar="DIR", help="with --model: output directory (default: <model>-export)")
+    e.add_argument("--profile", default="default", help=profile_help + " (default: default)")
+    e.add_argument("--force", action="store_true", help="export again even if finished variants are up to date")
     e.add_argument("--trust-model", action="store_true",
                    help="with --model: export a file even though its scan found code (Lambda layers, custom "
                         "classes, Python or file ops); it then runs in a subprocess without secrets in its "
@@ -187,31 +260,49 @@ def build_parser() -> argparse.ArgumentParser:
                         "it does not remove it")
     e.set_defaults(func=cmd_export)
 
-    b = sub.add_parser("bench", parents=[common], help="accuracy and latency of every exported model on every runtime")
-    b.add_argument("--run", required=True)
-    b.add_argument("--runtimes", type=_name_list(RUNTIME_NAMES), default=RUNTIME_NAMES)
-    b.add_argument("--threads", type=_int_list, default=(1, 2))
-    b.add_argument("--batch", type=_int_list, default=(1, 32))
+    b = _subcommand(sub, "bench", [common], "accuracy and latency of every exported model on every runtime", """\
+  edgekit bench --run runs/cnn
+  edgekit bench --run runs/cnn --quick
+  edgekit bench --run runs/cnn --runtimes litert --threads 1,4 --batch-sizes 1""")
+    b.add_argument("--run", required=True, metavar="RUN_DIR", help=f"{run_help}, after `edgekit export`")
+    b.add_argument("--runtimes", type=runtime_list, default=runtimes, metavar="NAME[,NAME]",
+                   help=f"{', '.join(runtimes)}, a comma list, or all (default all)")
+    b.add_argument("--threads", type=_int_list, default=(1, 2), metavar="N[,N]",
+                   help="thread counts to time, e.g. 1,4 (default 1,2)")
+    b.add_argument("--batch-sizes", type=_int_list, default=(1, 32), metavar="N[,N]",
+                   help="inference batch sizes to time, e.g. 1,32 (default 1,32)")
+    _alias(b, "bench", "--batch", "N", _int_list)
     b.add_argument("--quick", action="store_true", help="fewer runs and a test subset (under a minute)")
     b.set_defaults(func=cmd_bench)
 
-    r = sub.add_parser("report", parents=[common], help="re-render report.md/report.html from results.json")
-    r.add_argument("--run", required=True)
+    r = _subcommand(sub, "report", [common], "re-render report.md/report.html from results.json", """\
+  edgekit report --run runs/cnn""")
+    r.add_argument("--run", required=True, metavar="RUN_DIR", help=f"{run_help}, after `edgekit bench`")
     r.set_defaults(func=cmd_report)
 
-    c = sub.add_parser("check", parents=[common], help="CI gate: exit 1 when a variant misses its profile's thresholds")
-    c.add_argument("--run", required=True)
-    c.add_argument("--profile", help="profile to judge by (default: the one export used)")
-    c.add_argument("--baseline", help="an older results.json to judge latency regressions against")
+    c = _subcommand(sub, "check", [common], "CI gate: exit 1 when a variant misses its profile's thresholds", """\
+  edgekit check --run runs/cnn
+  edgekit check --run runs/cnn --profile mcu
+  edgekit check --run runs/pr --baseline runs/main/results.json""")
+    c.add_argument("--run", required=True, metavar="RUN_DIR", help=f"{run_help}, after `edgekit export`")
+    c.add_argument("--profile", help=profile_help + " (default: the one export used)")
+    c.add_argument("--baseline", metavar="RESULTS_JSON",
+                   help="the results.json an earlier `edgekit bench` wrote, to judge latency regressions against")
     c.set_defaults(func=cmd_check)
 
-    a = sub.add_parser("run", parents=[common], help="the whole pipeline: train, export, bench, report, check")
-    a.add_argument("--out", default="runs/latest", help="run directory (default runs/latest)")
-    a.add_argument("--dataset", default="fashion-mnist")
-    a.add_argument("--data-dir")
-    a.add_argument("--model", type=models, default=NETWORK_NAMES)
-    a.add_argument("--profile", default="default")
-    a.add_argument("--epochs", type=int, help="maximum epochs (default: per network)")
+    a = _subcommand(sub, "run", [common], "the whole pipeline: train, export, bench, report, check", """\
+  edgekit run --quick
+  edgekit run --network cnn --profile mobile --out runs/cnn
+  edgekit run --dataset synthetic --network mlp --epochs 3 --out runs/try""")
+    a.add_argument("--out", default="runs/latest", metavar="RUN_DIR", help="run directory (default runs/latest)")
+    a.add_argument("--dataset", default="fashion-mnist", help=dataset_help)
+    a.add_argument("--data-dir", metavar="FOLDER",
+                   help="where the named dataset's files are (default: its usual location)")
+    a.add_argument("--network", type=network_list, default=networks, metavar="NAME[,NAME]",
+                   help=f"which of our networks: {network_names}, a comma list, or all (default all)")
+    _alias(a, "run", "--model", "NAME", network_list)
+    a.add_argument("--profile", default="default", help=profile_help + " (default: default)")
+    a.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (default: per network)")
     a.add_argument("--quick", action="store_true", help="a small subset and one epoch: the whole pipeline in minutes")
     a.add_argument("--force", action="store_true", help="redo finished stages")
     a.set_defaults(func=cmd_run)
@@ -222,21 +313,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or EXIT_OK)
     except EdgekitError as e:
         if args.debug:
             raise
         print(f"edgekit: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)  # 2 for a refused model: the user's input is what is wrong
+        return e.exit_code  # each error class says whose problem it is (edgekit/errors.py)
     except KeyboardInterrupt:
         print("edgekit: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:  # an edgekit bug or a library failure: one line unless --debug
         if args.debug:
             raise
         print(f"edgekit: internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)",
               file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

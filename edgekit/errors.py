@@ -1,32 +1,51 @@
-"""Domain errors. The message is the one line a user sees: what is wrong and how to fix it."""
+"""Domain errors. The message is the one line a user sees: what is wrong and how to fix it.
+
+Each class says whose problem it is with its `exit_code` (the CLI returns it), so CI can tell
+"the user's input is wrong" (2) from "edgekit or a library failed" (3). The constants below are the
+`edgekit` command's exit codes, the same for every subcommand (edgekit/cli.py shows the table).
+"""
+
+EXIT_OK = 0           # green: everything asked for was done and every verdict passed
+EXIT_RED = 1          # a verdict is red: the gate failed, a variant failed
+EXIT_USAGE = 2        # the user's command or input is wrong: fix it and run again
+EXIT_FAILED = 3       # edgekit or a library failed: report it (--debug shows the chain)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it); finished work is kept
 
 
 class EdgekitError(Exception):
-    """Base of every error edgekit raises on purpose; the CLI prints it as one line, exit 1."""
+    """Base of every error edgekit raises on purpose; the CLI prints it as one line.
+    Subclasses say whose problem it is; one raised as the base is edgekit's own (exit 3)."""
+    exit_code = EXIT_FAILED
 
 
 class DataError(EdgekitError):
     """A data set file is missing, truncated, corrupt or of the wrong shape/dtype."""
+    exit_code = EXIT_USAGE
 
 
 class ConfigError(EdgekitError):
     """A profile, option or run-directory setting is invalid."""
+    exit_code = EXIT_USAGE
 
 
 class ModelError(EdgekitError):
     """A model file cannot be loaded, or has a layer a stage cannot handle."""
+    exit_code = EXIT_USAGE
 
 
 class ExportError(EdgekitError):
-    """A conversion failed or produced a file that does not meet its claims."""
+    """A conversion failed or produced a file that does not meet its claims (a library or
+    edgekit failed on input that loaded fine)."""
+    exit_code = EXIT_FAILED
 
 
 class RunDirError(EdgekitError):
     """The run directory is missing a stage's inputs or holds finished work not to overwrite."""
+    exit_code = EXIT_USAGE
 
 
 class UntrustedModelError(ModelError):
     """A model edgekit refuses to load: the scan found code in it (and the user did not pass
     --trust-model), or an edgekit file changed since the stage that wrote it recorded its hash.
     Exit code 2: the user's input is what is wrong."""
-    exit_code = 2
+    exit_code = EXIT_USAGE

@@ -239,7 +239,7 @@ def test_bad_settings_raise_one_line_errors(exported_run, kwargs, error):
 def test_cli_on_a_folder_without_manifest(tmp_path, capsys):
     from edgekit.cli import main
 
-    assert main(["bench", "--run", str(tmp_path / "nothing"), "--quick"]) == 1
+    assert main(["bench", "--run", str(tmp_path / "nothing"), "--quick"]) == 2  # the user's path is wrong
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgekit: error:") and "edgekit export" in err and "\n" not in err
 

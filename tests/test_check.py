@@ -336,7 +336,7 @@ def test_run_directory_errors_are_one_line(tmp_path, good_run):
         check_run(run, baseline=str(good_run / "results.json"))
     with pytest.raises(RunDirError, match="baseline .* does not exist"):
         check_run(good_run, baseline=str(tmp_path / "old.json"))
-    assert main(["check", "--run", str(tmp_path / "empty")]) == 1
+    assert main(["check", "--run", str(tmp_path / "empty")]) == 2  # the user's path is wrong (exit-code table)
 
 
 # ------------------------------------------------------------------ latency against a baseline

@@ -362,7 +362,7 @@ def test_byo_corrupt_model_and_wrong_calibration_shape(byo, tmp_path, capsys):
         export_model(byo / "corrupt.keras", tmp_path / "a", _default(), progress=Progress(quiet=True))
     code = main(["export", "--model", str(byo / "corrupt.keras"), "--out", str(tmp_path / "a"), "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1 and "cannot load" in err
+    assert code == 2 and len(err.splitlines()) == 1 and "cannot load" in err  # the user's file is wrong
     assert not (tmp_path / "a").exists()
 
     with pytest.raises(DataError, match="32, 32, 1"):
@@ -371,7 +371,7 @@ def test_byo_corrupt_model_and_wrong_calibration_shape(byo, tmp_path, capsys):
     code = main(["export", "--model", str(byo / "mine.keras"), "--calibration-data", str(byo / "wrong.npz"),
                  "--out", str(tmp_path / "b"), "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1 and "calibration inputs have shape (28, 28, 1)" in err
+    assert code == 2 and len(err.splitlines()) == 1 and "calibration inputs have shape (28, 28, 1)" in err
 
 
 def _default():

@@ -80,3 +80,16 @@ def test_stderr_filter_keeps_messages_of_a_crash():
     r = run_py(code)
     assert r.returncode != 0
     assert "fatal: bad CPU" in r.stderr and "The TensorFlow library was compiled to use AVX" in r.stderr
+
+
+def test_dir_lists_the_public_api_without_importing_it():
+    """dir() shows every name of __all__ (lazy ones included) and imports nothing; then every name
+    of __all__ resolves to something real."""
+    r = run_py("import sys, edgekit\n"
+               "d = dir(edgekit)\n"
+               "print(all(n in d for n in edgekit.__all__), d == sorted(d), 'check_run' in vars(edgekit), "
+               "'tensorflow' in sys.modules, 'edgekit.check' in sys.modules)\n"
+               "print(all(getattr(edgekit, n) is not None for n in edgekit.__all__))\n"
+               "print(edgekit.check_run.__module__, edgekit.open_file.__module__, edgekit.load_profile('mcu').name)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["True True False False False", "True", "edgekit.check edgekit.runtimes mcu"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from edgekit import rundir
 from edgekit.cli import main
 
-RUN_ARGS = ["run", "--quick", "--dataset", "synthetic", "--model", "mlp,cnn", "--epochs", "3"]
+RUN_ARGS = ["run", "--quick", "--dataset", "synthetic", "--network", "mlp,cnn", "--epochs", "3"]
 
 
 def _manifest(run: Path) -> dict:

@@ -150,3 +150,40 @@ def test_unloadable_files_raise_one_line_model_errors(tmp_path):
         open_file(bad_onnx)
     with pytest.raises(ModelError, match="not found"):
         open_file(tmp_path / "missing.keras")
+
+
+@pytest.mark.parametrize("name", ["tflite-fp32", "tflite-int8-ptq", "onnx-fp32", "onnx-int8-ptq"])
+def test_integer_inputs_are_refused_floats_are_taken(cnn, synthetic, name):
+    """uint8 pixels 0..255 are not the [0, 1] floats the models take: a float model would see
+    values 255x too large and an int8-I/O one would saturate them, so they are refused in one
+    line saying the fix; any float dtype is taken, and pixels / 255 give the same logits as x."""
+    session = open_file(cnn["files"][name])
+    pixels = synthetic.x_test[:8].reshape(cnn["x"][:8].shape)
+    assert pixels.dtype == np.uint8
+    for bad in (pixels, pixels.astype(np.int32), pixels > 127):
+        for call in (session.predict, session.prepare):
+            with pytest.raises(ConfigError) as e:
+                call(bad)
+            assert str(e.value) == (f"{cnn['files'][name]}: input dtype {bad.dtype} refused; pass float32 "
+                                    "in [0, 1] (e.g. uint8 pixels / 255)")
+    x = cnn["x"][:8]
+    expected = session.predict(x)
+    # float64 p / 255 rounded to float32 equals float32(p) / 255 for all 256 pixel values (IEEE
+    # arithmetic, the same on every CPU), so the session sees exactly x
+    np.testing.assert_array_equal(session.predict(pixels / 255), expected)
+    np.testing.assert_array_equal(session.predict(x.astype(np.float64)), expected)
+    np.testing.assert_array_equal(session.predict(x.tolist()), expected)     # nested lists of floats too
+
+
+def test_unknown_runtime_options_are_refused_with_the_valid_ones(tmp_path):
+    """A misspelled option used to be ignored (the default ran instead); checked before the file
+    is opened, so no file is needed here."""
+    with pytest.raises(ConfigError, match=r"^litert: unknown runtime option xnnpak; valid: xnnpack$"):
+        open_file(tmp_path / "m.tflite", xnnpak=False)
+    with pytest.raises(ConfigError, match=r"^onnxruntime: unknown runtime options graph_optimisation, thread; "
+                                          r"valid: graph_optimization, provider$"):
+        open_file(tmp_path / "m.onnx", graph_optimisation="disable", thread=2)
+    with pytest.raises(ConfigError, match=r"^keras: unknown runtime option xnnpack; valid: model$"):
+        get_runtime("keras").open(tmp_path / "m.keras", xnnpack=False)
+    for rt in RUNTIMES.values():  # every option the bench sweeps is one the runtime takes
+        assert all(set(options) <= set(rt.option_names()) for options in rt.option_grid()), rt.name

@@ -2,7 +2,8 @@
 
 Every runtime opens a file into a `Session` with the same small surface:
 - `prepare(x)` float32 inputs in the model's [0, 1] convention -> what the model's input takes
-  (int8-I/O models are fed values quantized with the file's own scale and zero point);
+  (int8-I/O models are fed values quantized with the file's own scale and zero point); integer
+  arrays (uint8 pixels 0..255) are refused (`float_input`), not silently fed as other values;
 - `predict(x, batch_size)` -> float32 outputs (logits), dequantized, batched where allowed;
 - `bind(x_prepared)` -> a zero-argument callable doing one inference with inputs already set,
   the only thing a latency loop should time (as benchmark_model / onnxruntime_perf_test do).
@@ -25,7 +26,22 @@ class Runtime:
     description: str = ""
 
     def open(self, path: str | Path, threads: int = 1, **options):
-        return importlib.import_module(self.module).open_session(Path(path), threads=threads, **options)
+        """A Session on this runtime; an option it does not take (a typo) is an error, not ignored."""
+        open_session = importlib.import_module(self.module).open_session
+        valid = self.option_names()
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ConfigError(f"{self.name}: unknown runtime option{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(unknown)}; valid: {', '.join(valid) or 'none'}")
+        return open_session(Path(path), threads=threads, **options)
+
+    def option_names(self) -> tuple[str, ...]:
+        """The keyword options `open` takes: its module's open_session parameters after path and threads."""
+        import inspect
+
+        params = inspect.signature(importlib.import_module(self.module).open_session).parameters.values()
+        return tuple(p.name for p in params if p.name not in ("path", "threads")
+                     and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
     def available(self) -> bool:
         return importlib.import_module(self.module).available()
@@ -74,6 +90,19 @@ def runtime_for(path: str | Path) -> Runtime:
 def open_file(path: str | Path, threads: int = 1, **options):
     """Open any exported model on its runtime."""
     return runtime_for(path).open(path, threads=threads, **options)
+
+
+def float_input(x, path: str | Path = "model"):
+    """`x` as a float array, or a one-line error: every edgekit model takes floats in [0, 1].
+    Integer pixels (0..255) would reach a float model as values 255x too large, and an int8-I/O
+    model's input quantization would saturate them: other logits, silently."""
+    import numpy as np
+
+    a = np.asarray(x)
+    if a.dtype.kind != "f":
+        raise ConfigError(f"{path}: input dtype {a.dtype} refused; pass float32 in [0, 1] "
+                          f"(e.g. uint8 pixels / 255)")
+    return a
 
 
 def quantize(x, scale: float, zero_point: int, dtype):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import ModelError
-from edgekit.runtimes import dequantize, quantize
+from edgekit.runtimes import dequantize, float_input, quantize
 
 
 def available() -> bool:
@@ -28,7 +28,7 @@ class LiteRTSession:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads,
                                            experimental_op_resolver_type=resolver)
         except (ValueError, RuntimeError) as e:
-            raise ModelError(f"{path}: LiteRT cannot load this file ({e}); re-export it") from None
+            raise ModelError(f"{path}: LiteRT cannot load this file ({e}); re-export it") from e
         self.path, self.threads, self.xnnpack = path, threads, xnnpack
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]
@@ -47,6 +47,7 @@ class LiteRTSession:
             self._batch = batch
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
+        x = float_input(x, self.path)
         if self.input_quant is not None:
             scale, zero_point = self.input_quant
             return quantize(x, scale, zero_point, self.input_dtype)
@@ -59,6 +60,7 @@ class LiteRTSession:
         return y.astype(np.float32, copy=True)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        x = float_input(x, self.path)
         outs = []
         for i in range(0, len(x), batch_size):
             xb = self.prepare(x[i:i + batch_size])
@@ -74,5 +76,5 @@ class LiteRTSession:
         return self.interpreter.invoke
 
 
-def open_session(path: Path, threads: int = 1, xnnpack: bool = True, **_ignored) -> LiteRTSession:
+def open_session(path: Path, threads: int = 1, xnnpack: bool = True) -> LiteRTSession:
     return LiteRTSession(path, threads=threads, xnnpack=xnnpack)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import ModelError
+from edgekit.runtimes import float_input
 
 OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -59,7 +60,7 @@ class ORTSession:
                                                 providers=[provider])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise ModelError(f"{path}: ONNX Runtime cannot load this file ({type(e).__name__}: {e}); "
-                             f"re-export it") from None
+                             f"re-export it") from e
         self.path, self.threads, self.graph_optimization, self.provider = path, threads, graph_optimization, provider
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
@@ -69,9 +70,10 @@ class ORTSession:
         self.output_quant = None
 
     def prepare(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x, dtype=self.input_dtype)
+        return np.ascontiguousarray(float_input(x, self.path), dtype=self.input_dtype)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        x = float_input(x, self.path)
         outs = [self.session.run([self.output_name], {self.input_name: self.prepare(x[i:i + batch_size])})[0]
                 for i in range(0, len(x), batch_size)]
         return np.concatenate(outs).astype(np.float32, copy=False)
@@ -86,5 +88,5 @@ class ORTSession:
 
 
 def open_session(path: Path, threads: int = 1, graph_optimization: str = "all",
-                 provider: str = "CPUExecutionProvider", **_ignored) -> ORTSession:
+                 provider: str = "CPUExecutionProvider") -> ORTSession:
     return ORTSession(path, threads=threads, graph_optimization=graph_optimization, provider=provider)
