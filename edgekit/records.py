@@ -207,3 +207,38 @@ def speed_sentence(f: SpeedFinding, cpu: str) -> str:
     if f.fastest_passing is not None:
         text += f" Fastest file that passes the gate: {ms(f.fastest_passing)}."
     return text
+
+
+# ---------------------------------------------------------------- int8 cells (report)
+
+def percent(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def judged_kernel_agreement(fid: dict) -> float | None:
+    """The kernel agreement the gate judges: outside the near-tie band (edgekit.fidelity)."""
+    return fid.get("decisive_agreement", fid.get("agreement"))
+
+
+def emulated_cells(v: dict) -> str:
+    """'x86-avx2 99.9/100.0' per emulated CPU: agreement with the source / kernel agreement, %."""
+    parts = []
+    for r in v.get("emulated_parity") or []:
+        if r.get("status") != "ok":
+            parts.append(f"{r['cpu']}: not measured ({r.get('reason')})")
+        else:
+            parts.append(f"{r['cpu']} {percent(r.get('agreement'))}/{percent(r.get('kernel_agreement'))}")
+    return "; ".join(parts) or "-"
+
+
+def saturation_cell(sat: dict) -> str:
+    if not sat:
+        return "-"
+    share, bad, pairs = sat.get("share"), sat.get("overflowing_pairs"), sat.get("pairs")
+    text = f"{percent(share)}% of pairs" if share is not None else "share not recorded"
+    if bad is not None and pairs is not None:
+        text += f" ({bad:,} of {pairs:,})"
+    affects = sat.get("affects_file")
+    if affects is not None:
+        text += "; affects this file" if affects else f"; not this file ({sat.get('encoding') or 'encoding'})"
+    return text

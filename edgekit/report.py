@@ -18,7 +18,7 @@ from edgekit.markup import Figure, Section, Table, html_page, markdown_page
 from edgekit.records import (  # noqa: F401  (read_results, runtime_label: edgekit.check imports them from here)
     RESULTS_SCHEMA_VERSION, fastest, float_accuracy, load_results, machine_of, read_results, record_order,
     records_at, reference_setting, runtime_label, setting_label, setting_text, speed_findings, speed_sentence,
-    format_speed_lines,
+    format_speed_lines, judged_kernel_agreement, emulated_cells, saturation_cell, percent as _pct,
     variant_rank, variant_sizes)
 
 PLOTS = plots.PLOTS
@@ -102,10 +102,6 @@ def _with_plots(sec: Section) -> Section:
 
 
 # ---------------------------------------------------------------- number formats
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.2f}"
-
 
 def _ms(v) -> str:
     if v is None:
@@ -220,27 +216,11 @@ def _files_table(manifest: dict, ok: list[dict], setting, gate: Gate | None) -> 
                 reasons.append(f"avoid {fid['avoid']}")
             p = v.get("parity") or {}
             size = (v.get("file") or {}).get("size_bytes")
-            t.add(net, vname, verdict, _pct(p.get("accuracy")), _pct(p.get("agreement")), _pct(_judged(fid)),
+            t.add(net, vname, verdict, _pct(p.get("accuracy")), _pct(p.get("agreement")), _pct(judged_kernel_agreement(fid)),
                   _kib(size), _kib(_weight_bytes(v)), _ms(best["p50_ms"]) if best else "-",
                   setting_label(best) if best else "-", "; ".join(x for x in reasons if x) or "-",
                   bad=bool(failed) or status != "ok")
     return t
-
-
-def _judged(fid: dict) -> float | None:
-    """The kernel agreement the gate judges: outside the near-tie band (edgekit.fidelity)."""
-    return fid.get("decisive_agreement", fid.get("agreement"))
-
-
-def _emulated(v: dict) -> str:
-    """'x86-avx2 99.9/100.0' per emulated CPU: agreement with the source / kernel agreement, %."""
-    parts = []
-    for r in v.get("emulated_parity") or []:
-        if r.get("status") != "ok":
-            parts.append(f"{r['cpu']}: not measured ({r.get('reason')})")
-        else:
-            parts.append(f"{r['cpu']} {_pct(r.get('agreement'))}/{_pct(r.get('kernel_agreement'))}")
-    return "; ".join(parts) or "-"
 
 
 def _weight_bytes(v: dict) -> int | None:
@@ -349,24 +329,11 @@ def _int8_table(manifest: dict) -> Table | None:
             t.add(net, vname, encoding, _num(audit.get("integer_mac_fraction"), ".3f"),
                   "-" if not audit else "passed" if audit.get("passed") else "FAILED", kernel,
                   f"{_num(fid.get('decisive_samples', fid.get('samples')), ',d')} / {_num(fid.get('samples'), ',d')}",
-                  _pct(_judged(fid)), _pct(fid.get("agreement")),
+                  _pct(judged_kernel_agreement(fid)), _pct(fid.get("agreement")),
                   _num(fid.get("max_abs_diff"), ".3g") + (f" ({fid['max_abs_diff_steps']:.3g})"
                                                           if fid.get("max_abs_diff_steps") is not None else ""),
-                  _saturation(sat), _emulated(v), "; ".join(note) or "-", bad=bool(note))
+                  saturation_cell(sat), emulated_cells(v), "; ".join(note) or "-", bad=bool(note))
     return t if t.rows else None
-
-
-def _saturation(sat: dict) -> str:
-    if not sat:
-        return "-"
-    share, bad, pairs = sat.get("share"), sat.get("overflowing_pairs"), sat.get("pairs")
-    text = f"{_pct(share)}% of pairs" if share is not None else "share not recorded"
-    if bad is not None and pairs is not None:
-        text += f" ({bad:,} of {pairs:,})"
-    affects = sat.get("affects_file")
-    if affects is not None:
-        text += "; affects this file" if affects else f"; not this file ({sat.get('encoding') or 'encoding'})"
-    return text
 
 
 def _export_table(manifest: dict) -> Table | None:
