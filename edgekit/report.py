@@ -78,8 +78,8 @@ def report_sections(run_dir: Path, results: dict, manifest: dict) -> list[Sectio
     if audit is not None:
         sections.append(Section("int8 audit and kernel fidelity", "Integer share of the multiply-accumulates; the "
                                 "runtime's fast kernels against the file's own graph, judged on the images whose "
-                                "two best logits are more than two output steps apart (one-step rounding "
-                                "differences between kernels cannot flip those); the share of weight pairs whose "
+                                "two best logits are more than two output steps apart (a heuristic band: kernels may "
+                                "round each requantization one step apart; saturation moves logits by tens of steps); the share of weight pairs whose "
                                 "VPMADDUBSW int16 sum could saturate on x86 without VNNI if the weights were U8S8 "
                                 "(from the weights alone, on any CPU); and the same parity on emulated CPUs "
                                 "(qemu-user, never timed) where the profile asks for them.", audit))
