@@ -1,13 +1,17 @@
 """One registry of export variants: how each TFLite/ONNX file is made from the Keras models.
 
-Every TFLite file comes from `TFLiteConverter.from_keras_model` with a dynamic batch dimension,
-so runtimes can resize it. Every ONNX file takes a float32 NHWC input named "image" with a
-dynamic batch. The int8 ONNX files hold 8-bit weight initializers, by default as uint8 with zero
-point 128 (u8u8: no CPU's integer kernel saturates on them; see edgekit.onnx_int8); the
-orchestration (paths, manifest, parity) lives in edgekit.export.
+Every TFLite file is converted from one concrete function, `{"logits": model(image)}`, with a
+dynamic batch dimension (runtimes can resize it), so every file, QAT ones included, has one
+signature `serving_default` with input "image" and output "logits", and its I/O tensors carry
+those names too. Every ONNX file takes a float32 NHWC input named "image" with a dynamic batch.
+After conversion each file's input dtype is checked against its variant's declared `io_dtype`.
+The int8 ONNX files hold 8-bit weight initializers, by default as uint8 with zero point 128
+(u8u8: no CPU's integer kernel saturates on them; see edgekit.onnx_int8); the orchestration
+(paths, manifest, parity) lives in edgekit.export.
 """
 from __future__ import annotations
 
+import struct
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -18,6 +22,8 @@ import numpy as np
 
 import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from edgekit.errors import ConfigError, ExportError, ModelError
+
+OUTPUT_NAME = "logits"  # the one output of every file (the input is ConversionInputs.input_name)
 
 
 @dataclass(frozen=True)
@@ -46,12 +52,16 @@ class Variant:
 
 # ----------------------------------------------------------------------------- TFLite
 
-def _tflite(model, path: Path, configure: Callable[[Any], None], what: str) -> None:
+def _tflite(model, path: Path, configure: Callable[[Any], None], what: str, input_name: str) -> None:
+    """Convert through a concrete function so the signature's keys are ours, not the layers'
+    (`from_keras_model` names a QAT model's output after its `quant_logits` wrapper)."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    configure(converter)
     try:
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=input_name)
+        fn = tf.function(lambda image: {OUTPUT_NAME: model(image, training=False)}, input_signature=[spec])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
+        configure(converter)
         with warnings.catch_warnings():
             # int8 I/O: TF warns it has no input statistics, yet the input range is known
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
@@ -59,8 +69,44 @@ def _tflite(model, path: Path, configure: Callable[[Any], None], what: str) -> N
     except Exception as e:  # the converter raises ConverterError/ValueError/RuntimeError
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise ExportError(f"TFLite {what} conversion of '{model.name}' failed ({type(e).__name__}: {first}); "
-                          f"check the model's layers are TFLite-supported") from None
-    Path(path).write_bytes(data)
+                          f"check the model's layers are TFLite-supported") from e
+    Path(path).write_bytes(_name_io_tensors(data))
+
+
+def _name_io_tensors(data: bytes) -> bytes:
+    """Give each signature tensor its key as its name ("image", "logits"), rewriting in place.
+
+    The converter names them after the graph: `serving_default_image:0`, `StatefulPartitionedCall:0`,
+    or for int8 QAT I/O the fake-quant op it folded (`cnn/quantize_layer/...;...`, `tfl.quantize`);
+    no converter option sets them. A flatbuffer string can be shortened where it lies (new length,
+    bytes, NUL padding), which leaves every other byte as converted: repacking through the
+    flatbuffers object API would drop the 16-byte alignment of the weight buffers. Where the key is
+    longer than the converter's name, or another tensor shares the name string, the name stays.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = bytearray(data)
+    model = schema.Model.GetRootAs(buf, 0)
+
+    def name_at(tensor) -> int | None:  # where the name string (uint32 length, bytes) starts
+        slot = tensor._tab.Offset(10)  # Tensor.name, as schema.Tensor.Name() reads it
+        return tensor._tab.Indirect(slot + tensor._tab.Pos) if slot else None
+
+    starts = [name_at(sub.Tensors(t)) for sub in map(model.Subgraphs, range(model.SubgraphsLength()))
+              for t in range(sub.TensorsLength())]
+    for s in range(model.SignatureDefsLength()):
+        sig = model.SignatureDefs(s)
+        sub = model.Subgraphs(sig.SubgraphIndex())
+        maps = [sig.Inputs(i) for i in range(sig.InputsLength())]
+        maps += [sig.Outputs(i) for i in range(sig.OutputsLength())]
+        for m in maps:
+            start, key = name_at(sub.Tensors(m.TensorIndex())), m.Name()
+            if start is None or starts.count(start) != 1:
+                continue
+            old_len = struct.unpack_from("<I", buf, start)[0]
+            if len(key) <= old_len:  # "s" pads the rest of the old string, and its NUL, with NULs
+                struct.pack_into(f"<I{old_len + 1}s", buf, start, len(key), key)
+    return bytes(buf)
 
 
 def _representative_gen(x: np.ndarray):
@@ -90,7 +136,7 @@ def _require_qat(inputs: ConversionInputs, variant: str):
 
 
 def make_tflite_fp32(inputs: ConversionInputs, path: Path) -> None:
-    _tflite(inputs.float_model, path, lambda c: None, "fp32")
+    _tflite(inputs.float_model, path, lambda c: None, "fp32", inputs.input_name)
 
 
 def make_tflite_fp16(inputs: ConversionInputs, path: Path) -> None:
@@ -99,7 +145,7 @@ def make_tflite_fp16(inputs: ConversionInputs, path: Path) -> None:
     def configure(c):
         c.optimizations = [tf.lite.Optimize.DEFAULT]
         c.target_spec.supported_types = [tf.float16]
-    _tflite(inputs.float_model, path, configure, "fp16")
+    _tflite(inputs.float_model, path, configure, "fp16", inputs.input_name)
 
 
 def make_tflite_dynamic(inputs: ConversionInputs, path: Path) -> None:
@@ -107,7 +153,7 @@ def make_tflite_dynamic(inputs: ConversionInputs, path: Path) -> None:
 
     def configure(c):
         c.optimizations = [tf.lite.Optimize.DEFAULT]
-    _tflite(inputs.float_model, path, configure, "dynamic-range")
+    _tflite(inputs.float_model, path, configure, "dynamic-range", inputs.input_name)
 
 
 def make_tflite_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
@@ -121,7 +167,7 @@ def make_tflite_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
         c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         c.inference_input_type = tf.int8
         c.inference_output_type = tf.int8
-    _tflite(inputs.float_model, path, configure, "int8 post-training")
+    _tflite(inputs.float_model, path, configure, "int8 post-training", inputs.input_name)
 
 
 def make_tflite_int8_qat(inputs: ConversionInputs, path: Path) -> None:
@@ -133,7 +179,7 @@ def make_tflite_int8_qat(inputs: ConversionInputs, path: Path) -> None:
         c.optimizations = [tf.lite.Optimize.DEFAULT]  # for TFLITE_BUILTINS_INT8 would demand one
         c.inference_input_type = tf.int8
         c.inference_output_type = tf.int8
-    _tflite(qat, path, configure, "int8 QAT")
+    _tflite(qat, path, configure, "int8 QAT", inputs.input_name)
 
 
 # ----------------------------------------------------------------------------- ONNX
@@ -163,23 +209,39 @@ def make_onnx_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
         ptq_onnx_int8(fp32, x, path, inputs.input_name, encoding=inputs.onnx_int8_encoding)
 
 
+def _variant(name: str, format: str, variant_class: str, needs_qat: bool, needs_calibration: bool,
+             io_dtype: str, suffix: str, reference: str, make: Callable[[ConversionInputs, Path], None],
+             description: str) -> Variant:
+    """A registry entry whose `make` also checks the file's input dtype is the declared `io_dtype`,
+    so a converter that silently keeps float I/O (or a wrong flag) cannot pass for an int8 file."""
+    def checked(inputs: ConversionInputs, path: Path) -> None:
+        make(inputs, path)
+        got = io_details(path)[0][0]["dtype"]
+        if got != io_dtype:
+            Path(path).unlink(missing_ok=True)
+            raise ExportError(f"variant '{name}' declares {io_dtype} input but the converted file takes {got}; "
+                              f"fix the variant's converter settings or its declared io_dtype")
+    return Variant(name, format, variant_class, needs_qat, needs_calibration, io_dtype, suffix, reference,
+                   checked, description)
+
+
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    Variant("tflite-fp32", "tflite", "float", False, False, "float32", ".tflite", "float", make_tflite_fp32,
-            "TFLite float32, from the float Keras model"),
-    Variant("tflite-fp16", "tflite", "fp16", False, False, "float32", ".tflite", "float", make_tflite_fp16,
-            "TFLite with float16 weights (dequantized to float32 at load), float32 I/O"),
-    Variant("tflite-dynamic", "tflite", "dynamic", False, False, "float32", ".tflite", "float",
-            make_tflite_dynamic, "TFLite dynamic-range: int8 weights, float activations, float32 I/O"),
-    Variant("tflite-int8-ptq", "tflite", "int8-ptq", False, True, "int8", ".tflite", "float",
-            make_tflite_int8_ptq, "TFLite full-integer, post-training calibrated, int8 I/O"),
-    Variant("tflite-int8-qat", "tflite", "int8-qat", True, False, "int8", ".tflite", "qat",
-            make_tflite_int8_qat, "TFLite full-integer from the QAT model, int8 I/O"),
-    Variant("onnx-fp32", "onnx", "float", False, False, "float32", ".onnx", "float", make_onnx_fp32,
-            "ONNX float32 (tf2onnx), NHWC input 'image'"),
-    Variant("onnx-int8-ptq", "onnx", "int8-ptq", False, True, "float32", ".onnx", "float", make_onnx_int8_ptq,
-            "ONNX QDQ by ONNX Runtime static quantization (uint8 activations, per-channel 8-bit weights)"),
-    Variant("onnx-int8-qat", "onnx", "int8-qat", True, False, "float32", ".onnx", "qat", make_onnx_int8_qat,
-            "ONNX QDQ from the QAT model with int8 weights on the QAT grid (uint8 activations)"),
+    _variant("tflite-fp32", "tflite", "float", False, False, "float32", ".tflite", "float", make_tflite_fp32,
+             "TFLite float32, from the float Keras model"),
+    _variant("tflite-fp16", "tflite", "fp16", False, False, "float32", ".tflite", "float", make_tflite_fp16,
+             "TFLite with float16 weights (dequantized to float32 at load), float32 I/O"),
+    _variant("tflite-dynamic", "tflite", "dynamic", False, False, "float32", ".tflite", "float",
+             make_tflite_dynamic, "TFLite dynamic-range: int8 weights, float activations, float32 I/O"),
+    _variant("tflite-int8-ptq", "tflite", "int8-ptq", False, True, "int8", ".tflite", "float",
+             make_tflite_int8_ptq, "TFLite full-integer, post-training calibrated, int8 I/O"),
+    _variant("tflite-int8-qat", "tflite", "int8-qat", True, False, "int8", ".tflite", "qat",
+             make_tflite_int8_qat, "TFLite full-integer from the QAT model, int8 I/O"),
+    _variant("onnx-fp32", "onnx", "float", False, False, "float32", ".onnx", "float", make_onnx_fp32,
+             "ONNX float32 (tf2onnx), NHWC input 'image'"),
+    _variant("onnx-int8-ptq", "onnx", "int8-ptq", False, True, "float32", ".onnx", "float", make_onnx_int8_ptq,
+             "ONNX QDQ by ONNX Runtime static quantization (uint8 activations, per-channel 8-bit weights)"),
+    _variant("onnx-int8-qat", "onnx", "int8-qat", True, False, "float32", ".onnx", "qat", make_onnx_int8_qat,
+             "ONNX QDQ from the QAT model with int8 weights on the QAT grid (uint8 activations)"),
 ]}
 
 
@@ -193,7 +255,13 @@ def get_variant(name: str) -> Variant:
 # ----------------------------------------------------------------------------- file I/O details
 
 def io_details(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """Per input/output: name, shape (-1 for dynamic), dtype, scale and zero_point (None for float)."""
+    """Per input/output: name, signature and signature_key, shape (-1 for dynamic), dtype, scale and
+    zero_point (None for float).
+
+    TFLite: `signature` is the signature holding the tensor ("serving_default") and `signature_key`
+    its key there ("image", "logits"); both None in a file without signatures. ONNX has no
+    signatures: `signature` is None and `signature_key` is the graph I/O name, which plays that role.
+    """
     path = Path(path)
     if path.suffix == ".tflite":
         return _tflite_io(path)
@@ -211,10 +279,18 @@ def _tflite_io(path: Path) -> tuple[list[dict], list[dict]]:
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"{path}: LiteRT cannot load this file ({e}); re-export it") from None
 
+    keys: dict[int, tuple[str, str]] = {}  # tensor index -> (signature, key)
+    for sig in it.get_signature_list():
+        runner = it.get_signature_runner(sig)
+        for details in (runner.get_input_details(), runner.get_output_details()):
+            keys.update({int(d["index"]): (sig, key) for key, d in details.items()})
+
     def one(d: dict) -> dict:
         scale, zp = d["quantization"]
         quantized = np.dtype(d["dtype"]).kind in "iu" and scale != 0.0
-        return {"name": d["name"], "shape": [int(s) for s in d["shape_signature"]],
+        sig, key = keys.get(int(d["index"]), (None, None))
+        return {"name": d["name"], "signature": sig, "signature_key": key,
+                "shape": [int(s) for s in d["shape_signature"]],
                 "dtype": np.dtype(d["dtype"]).name,
                 "scale": float(scale) if quantized else None, "zero_point": int(zp) if quantized else None}
     return [one(d) for d in it.get_input_details()], [one(d) for d in it.get_output_details()]
@@ -233,6 +309,7 @@ def _onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
     def one(vi) -> dict:
         t = vi.type.tensor_type
         shape = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
-        return {"name": vi.name, "shape": shape, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name,
+        return {"name": vi.name, "signature": None, "signature_key": vi.name, "shape": shape,
+                "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name,
                 "scale": None, "zero_point": None}
     return ([one(v) for v in model.graph.input if v.name not in inits], [one(v) for v in model.graph.output])

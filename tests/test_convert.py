@@ -125,3 +125,109 @@ def test_missing_inputs_are_user_errors(cnn, tmp_path):
     with pytest.raises(ConfigError, match="unknown variant"):
         get_variant("onnx-int4")
     assert not any(tmp_path.iterdir())
+
+
+TFLITE = [n for n in EXPECTED if n.startswith("tflite")]
+CLEAN_SIGNATURE = {"serving_default": {"inputs": ["image"], "outputs": ["logits"]}}
+
+
+@pytest.fixture(scope="module")
+def mlp_made(trained_run, synthetic, tmp_path_factory) -> dict[str, Path]:
+    """The TFLite variants of the MLP, whose QAT file the converter named `tfl.quantize`."""
+    from edgekit.convert import VARIANTS, ConversionInputs
+    from edgekit.data import to_float
+    from edgekit.quantize import finetune_qat, make_qat_model, representative_set
+    from edgekit.runtimes.keras_tf import load_keras_model
+
+    model = load_keras_model(trained_run / "train/mlp/model.keras")
+    x, y = to_float(synthetic.x_train), synthetic.y_train
+    qat = make_qat_model(model)
+    finetune_qat(qat, x, y, epochs=0.2, learning_rate=1e-4, batch_size=128)
+    inputs = ConversionInputs(float_model=model, qat_model=qat, representative=representative_set(x, 50))
+    out = tmp_path_factory.mktemp("mlp")
+    paths = {}
+    for name in TFLITE:
+        paths[name] = out / f"{name}.tflite"
+        VARIANTS[name].make(inputs, paths[name])
+    return paths
+
+
+def test_every_tflite_file_has_one_signature_and_clean_io_names(made, mlp_made):
+    """QAT files included: `serving_default`, "image" -> "logits", tensors named after the keys."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.convert import io_details
+
+    files = {f"cnn {n}": made[n] for n in TFLITE} | {f"mlp {n}": p for n, p in mlp_made.items()}
+    assert len(files) == 10
+    for label, path in files.items():
+        it = Interpreter(model_path=str(path))
+        assert it.get_signature_list() == CLEAN_SIGNATURE, label
+        assert [d["name"] for d in it.get_input_details()] == ["image"], label
+        assert [d["name"] for d in it.get_output_details()] == ["logits"], label
+        ins, outs = io_details(path)
+        assert [(d["signature"], d["signature_key"]) for d in ins + outs] == \
+            [("serving_default", "image"), ("serving_default", "logits")], label
+
+
+def test_every_file_has_its_declared_io_dtype(made, mlp_made):
+    """The MLP's files too; int8 I/O needs a usable (non-zero) input scale to quantize images."""
+    from edgekit.convert import VARIANTS, io_details
+
+    for name, path in list(made.items()) + list(mlp_made.items()):
+        ins, outs = io_details(path)
+        want = VARIANTS[name].io_dtype
+        assert ins[0]["dtype"] == outs[0]["dtype"] == want, (name, path)
+        if want == "int8":
+            assert ins[0]["scale"] > 0 and outs[0]["scale"] > 0, (name, path)
+
+
+def test_a_file_whose_io_dtype_differs_from_the_declared_one_is_refused(cnn, tmp_path):
+    from edgekit.convert import _variant, make_tflite_fp32
+    from edgekit.errors import ExportError
+
+    liar = _variant("tflite-int8-liar", "tflite", "int8-ptq", False, False, "int8", ".tflite", "float",
+                    make_tflite_fp32, "declares int8 I/O, converts float32")
+    with pytest.raises(ExportError, match="declares int8 input but the converted file takes float32"):
+        liar.make(cnn, tmp_path / "liar.tflite")
+    assert not any(tmp_path.iterdir())
+
+
+def test_naming_the_io_tensors_changes_only_their_name_strings(cnn, tmp_path, monkeypatch, synthetic):
+    """The int8 QAT file, converted with and without the rename: same size, same outputs bit for bit,
+    and every differing byte lies inside the two renamed strings."""
+    import edgekit.convert as convert
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.data import to_float
+
+    named = tmp_path / "named.tflite"
+    convert.make_tflite_int8_qat(cnn, named)
+    monkeypatch.setattr(convert, "_name_io_tensors", lambda data: data)
+    raw = tmp_path / "raw.tflite"
+    convert.make_tflite_int8_qat(cnn, raw)
+    a, b = raw.read_bytes(), named.read_bytes()
+    assert len(a) == len(b)
+    old = [Interpreter(model_path=str(raw)).get_input_details()[0]["name"],
+           Interpreter(model_path=str(raw)).get_output_details()[0]["name"]]
+    assert old != ["image", "logits"]  # the converter's own names, which the rename replaces
+    spans = []
+    for name in old:
+        at = a.find(name.encode())
+        assert at > 4 and a.count(name.encode()) == 1, name
+        spans.append(range(at - 4, at + len(name) + 1))  # uint32 length, bytes, NUL
+    diff = [i for i in range(len(a)) if a[i] != b[i]]
+    assert diff and all(any(i in s for s in spans) for i in diff)
+
+    x = to_float(synthetic.x_test[:16])
+    outs = []
+    for path in (raw, named):
+        it = Interpreter(model_path=str(path))
+        it.resize_tensor_input(it.get_input_details()[0]["index"], x.shape)
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        scale, zp = d["quantization"]
+        it.set_tensor(d["index"], np.clip(np.round(x / scale + zp), -128, 127).astype(np.int8))
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+    assert np.array_equal(outs[0], outs[1])
