@@ -11,14 +11,14 @@ Every variant export failed or skipped, and a QAT model it could not make, keeps
 (stage "export", status "failed"/"skipped", the export's error), so nothing vanishes from the
 results. Every record carries its file's sha256, and results.json names the machine (CPU model,
 int8-relevant ISA flags, class): latencies are only comparable between like files on like CPUs.
-Writes RUN/results.json (checked against edgekit/results_schema.json first) and RUN/results.csv,
-records a "bench" section in the manifest, then renders the report when edgekit.report exists.
+Writes RUN/results.json (checked against edgekit/results_schema.json first) and RUN/results.csv
+(edgekit.results), and records a "bench" section in the manifest with a key of the files and
+settings: a bench whose key and files are unchanged is not run again (force=True runs it).
+The report is not rendered here (cli and pipeline run check, then report).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 import subprocess
@@ -35,13 +35,9 @@ from edgekit import machine, rundir
 from edgekit.errors import ConfigError, RunDirError
 from edgekit.latency import FULL, QUICK, TimingSettings
 from edgekit.progress import Progress
+from edgekit.results import RESULTS_SCHEMA_VERSION, STAT_FIELDS, read_results, write_results
 from edgekit.runtimes import RUNTIMES, get_runtime
 
-# 1 still: later additions (machine, per-record sha256 and stage, export-stage records with null
-# runtime settings, status "skipped") are optional fields a version-1 reader can ignore, and files
-# written before them stay valid (check reads a missing "machine" as an unknown CPU).
-RESULTS_SCHEMA_VERSION = 1
-SCHEMA_FILE = Path(__file__).with_name("results_schema.json")
 QUICK_SAMPLES = 1000        # --quick: accuracy on the first 1000 test images
 # A runtime's first option set (its default: litert xnnpack=on) is judged on the whole test set;
 # the others (xnnpack=off, whose kernels are 4x slower) on the first 2000 images, which keeps the
@@ -49,11 +45,6 @@ QUICK_SAMPLES = 1000        # --quick: accuracy on the first 1000 test images
 SECONDARY_SAMPLES = 2000
 PREDICT_BATCH = 256         # batch of the accuracy runs
 RUNTIME_ORDER = ("keras", "litert", "onnxruntime")
-STAT_FIELDS = ("runs", "min_ms", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "std_ms", "throughput_ips",
-               "p50_repeats_ms")
-CSV_FIELDS = ("model", "variant", "format", "variant_class", "runtime", "runtime_options", "threads", "batch",
-              "file", "size_bytes", "accuracy", "agreement", "samples", *STAT_FIELDS, "peak_rss_mb",
-              "baseline_rss_mb", "status", "error", "stage", "sha256")
 PEAK_RSS_NOTE = ("peak_rss_mb: VmHWM of the runtime's own worker process, reset (/proc/self/clear_refs, after "
                  "gc and malloc_trim) just before the session is opened and read after its timing at that "
                  "batch (batches run smallest first on one session, the accuracy run after them): the Python "
@@ -90,8 +81,9 @@ class TestSet:
 
 def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert", "onnxruntime"),
               threads: Iterable[int] = (1, 2), batches: Iterable[int] = (1, 32), quick: bool = False,
-              progress: Progress | None = None) -> dict:
-    """Bench every model the run's manifest lists; returns the results.json content."""
+              progress: Progress | None = None, force: bool = False) -> dict:
+    """Bench every model the run's manifest lists; returns the results.json content. Results
+    still current for these files, settings and CPU are reused unless `force`."""
     t0 = time.monotonic()
     run_dir = Path(run_dir)
     runtimes, threads, batches = _check_settings(runtimes, threads, batches)
@@ -108,6 +100,12 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert",
     own_stage = not progress.stage_name
     if own_stage:
         progress.start_stage("bench")
+    key = bench_key(manifest, runtimes, threads, batches, quick)
+    if not force and rundir.is_fresh(run_dir, manifest.get("stages", {}).get("bench"), key):
+        progress.update("results.json is current for these exports and settings; reused")
+        if own_stage:
+            progress.done("reused")
+        return read_results(run_dir / "results.json")
     tests = load_test_sets(run_dir, manifest, sorted({f.model for f in files}), quick)
 
     stale = {f: why for f in files if (why := _file_problem(f))}
@@ -136,8 +134,7 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert",
     for r in failed:
         progress.update(f"FAILED {r['variant']} on {r['runtime']} t{r['threads']} b{r['batch']}: {r['error']}",
                         model=r["model"])
-    _record_stage(run_dir, results, len(failed))
-    _render_report(run_dir)
+    _record_stage(run_dir, results, len(failed), key)
     if own_stage:
         progress.done(f"{len(records) - len(failed)} measurements ok, {len(failed)} failed")
     return results
@@ -145,6 +142,23 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert",
 
 # ---------------------------------------------------------------------------------------------
 # What to bench, on what data
+
+def bench_key(manifest: dict, runtimes: tuple[str, ...], threads: tuple[int, ...], batches: tuple[int, ...],
+              quick: bool) -> str:
+    """Bench results are current when the trained and exported files, the settings and the CPU
+    are unchanged: latency belongs to the CPU it was measured on, another machine measures again."""
+    stages = manifest.get("stages", {})
+    hashes = []
+    for _, rec in sorted(stages.get("train", {}).get("models", {}).items()):
+        hashes += [f["sha256"] for f in rec.get("files", [])]
+    for _, rec in sorted(stages.get("export", {}).get("models", {}).items()):
+        for _, v in sorted(rec.get("variants", {}).items()):
+            hashes += [f["sha256"] for f in v.get("files", [])]
+    cpu = machine.describe()
+    return rundir.stage_key("bench", {"quick": quick, "cpu_model": cpu["cpu_model"], "int8_flags": cpu["int8_flags"],
+                                      "runtimes": list(runtimes), "threads": list(threads),
+                                      "batches": list(batches)}, hashes)
+
 
 def _check_settings(runtimes, threads, batches) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
     runtimes = tuple(dict.fromkeys(runtimes))
@@ -492,66 +506,14 @@ def _settings_record(runtimes, threads, batches, quick: bool, timing: TimingSett
 # ---------------------------------------------------------------------------------------------
 # Files
 
-def load_schema() -> dict:
-    return json.loads(SCHEMA_FILE.read_text())
-
-
-def validate_results(results: dict) -> None:
-    """Raise RunDirError (one line: where and what) unless `results` matches results_schema.json."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(load_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(rundir.to_jsonable(results)))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise RunDirError(f"results do not match edgekit/results_schema.json at {where}: "
-                          f"{error.message.splitlines()[0][:300]}; this is an edgekit bug, please report it")
-
-
-def write_results(run_dir: Path, results: dict) -> None:
-    """results.json (validated first: an invalid one is never written) and results.csv."""
-    validate_results(results)
-    rundir.atomic_write_json(run_dir / "results.json", results)
-    rundir.atomic_write_text(run_dir / "results.csv", results_csv(results["records"]))
-
-
-def results_csv(records: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in records:
-        row = dict(r)
-        row["runtime_options"] = ";".join(f"{k}={v}" for k, v in sorted((r.get("runtime_options") or {}).items()))
-        row["p50_repeats_ms"] = ";".join(f"{v:.6g}" for v in r.get("p50_repeats_ms") or [])
-        w.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_FIELDS})
-    return buf.getvalue()
-
-
-def _record_stage(run_dir: Path, results: dict, failed: int) -> None:
+def _record_stage(run_dir: Path, results: dict, failed: int, key: str) -> None:
     files = [rundir.file_record(run_dir, run_dir / n) for n in ("results.json", "results.csv")]
 
     def put(m: dict) -> None:
         m.setdefault("stages", {})["bench"] = {
-            "status": "ok", "files": files, "seconds": results["seconds"], "settings": results["settings"],
+            "status": "ok", "key": key, "files": files, "seconds": results["seconds"], "settings": results["settings"],
             "machine": results["machine"], "records": len(results["records"]), "failed_records": failed,
             "not_benched_records": sum(r.get("stage") == "export" for r in results["records"]),
             "finished_utc": rundir.utc_now()}
     rundir.update_manifest(run_dir, put)
 
-
-def _render_report(run_dir: Path) -> None:
-    """report.md/html via edgekit.report when that module exists; its files go into the bench
-    section apart from `files`, so re-rendering the report never makes the results look stale."""
-    try:
-        from edgekit.report import render_report
-    except ModuleNotFoundError as e:
-        if e.name != "edgekit.report":
-            raise
-        return
-    render_report(run_dir)
-    reports = [rundir.file_record(run_dir, run_dir / n) for n in ("report.md", "report.html")
-               if (run_dir / n).exists()]
-
-    def put(m: dict) -> None:
-        rundir.stage(m, "bench")["report_files"] = reports
-    rundir.update_manifest(run_dir, put)

@@ -9,6 +9,9 @@ Latencies are compared only like with like: the same CPU model and int8 flags (e
 the same bench timing settings, the same runtime versions and the same file (sha256). Anything
 else is a different experiment, not a regression: those rows are listed as skipped, with what
 differs, while accuracy and parity are judged as always.
+
+Writes RUN/check.json (edgekit.results.write_gate): the verdict, the profile and every row, which
+the report reads.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from edgekit import machine, rundir
 from edgekit.config import Profile, Thresholds, load_profile, profile_from_dict
 from edgekit.errors import ConfigError, RunDirError
 from edgekit.latency import TimingSettings
-from edgekit.report import read_results, runtime_label
+from edgekit.results import CheckRow, Gate, read_results, setting_label, write_gate
 from edgekit.stats import judge_regression
 
 # results.json settings that change what a latency figure means: --quick and the timing loop.
@@ -32,30 +35,6 @@ TIMING_SETTINGS = ("quick", *(f.name for f in dataclasses.fields(TimingSettings)
 # A runtime not listed here (a test's "numpy") is looked up under its own name.
 RUNTIME_DISTS = {"keras": ("tensorflow", "tf-keras"), "litert": ("ai-edge-litert",),
                  "onnxruntime": ("onnxruntime",)}
-
-
-@dataclass(frozen=True)
-class CheckRow:
-    """One judged figure: what, of which model/variant (and runtime setting), against which limit."""
-    model: str
-    variant: str
-    check: str                       # exported, export, file, a threshold name, int8_audit, bench, latency_p50_ratio
-    value: float | str | None
-    limit: float | str | None
-    passed: bool
-    runtime: str = ""                # latency/bench rows: "litert xnnpack=on t1 b1"
-    note: str = ""                   # by how much, or why
-    noisy: bool = False              # a latency comparison the data could not decide (not a failure)
-    measured: bool = True            # False: the figure could not be measured (no labels...), not a failure
-    compared: bool = True            # False: a latency the baseline has no like measurement for (note: why)
-
-    @property
-    def status(self) -> str:
-        if not self.passed:
-            return "FAIL"
-        if not self.compared:
-            return "skipped"
-        return "noisy" if self.noisy else ("n/a" if not self.measured else "ok")
 
 
 @dataclass(frozen=True)
@@ -107,6 +86,9 @@ def check_run(run_dir: str | Path, profile: str | Path | Profile | None = None,
             latency_note += f", {len(latency_rows) - compared} skipped as unlike (listed above; not failures)"
 
     passed = all(r.passed for r in rows)
+    # check.json: the report reads the verdict from the run directory, never from this module
+    write_gate(run_dir, Gate(passed=passed, profile=prof.name, rows=tuple(rows),
+                             baseline=None if baseline is None else str(baseline)))
     return CheckResult(passed=passed, table=_table(rows, prof, latency_note), rows=tuple(rows),
                        noisy=any(r.noisy for r in rows), profile=prof.name)
 
@@ -224,11 +206,6 @@ def _file_state(run_dir: Path, rec: dict) -> tuple[str, bool, str]:
 
 
 # ---------------------------------------------------------------- bench records
-
-def setting_label(rec: dict) -> str:
-    """'litert xnnpack=on t1 b1': runtime, its options, threads and batch of one bench record."""
-    return f"{runtime_label(rec)} t{rec.get('threads')} b{rec.get('batch')}"
-
 
 def _setting_key(rec: dict) -> tuple:
     return (rec.get("model"), rec.get("variant"), rec.get("runtime"),

@@ -124,18 +124,21 @@ def _print_export_summary(section: dict) -> int:
 
 def cmd_bench(args) -> int:
     from edgekit.bench import bench_run
+    from edgekit.pipeline import check_and_report
 
+    progress = _progress(args)
     bench_run(args.run, runtimes=args.runtimes, threads=args.threads, batches=args.batch_sizes,
-              quick=args.quick, progress=_progress(args))
+              quick=args.quick, progress=progress)
+    html = check_and_report(args.run, progress)
     print((Path(args.run) / "report.md").read_text())
-    print(f"report: {Path(args.run) / 'report.html'}")
+    print(f"report: {html}")
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
-    from edgekit.report import render_report
+    from edgekit.pipeline import check_and_report
 
-    html = render_report(args.run)
+    html = check_and_report(args.run, _progress(args))
     print(f"report: {html}")
     return EXIT_OK
 

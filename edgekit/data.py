@@ -7,7 +7,9 @@ scale 1/255, zero point -128, which maps a uint8 pixel exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import math
 import os
 import struct
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import DataError
+from edgekit.errors import ConfigError, DataError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 KERAS_CACHE_MNIST = "~/.keras/datasets/mnist.npz"
@@ -73,6 +75,24 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     order = np.random.default_rng(seed).permutation(len(y))
     val, train = order[:n_val], order[n_val:]
     return x[train], y[train], x[val], y[val]
+
+
+def limit_training(data: Dataset, limit: int | None) -> Dataset:
+    """The first `limit` training images (the test set stays whole, so accuracies stay comparable)."""
+    if limit is None:
+        return data
+    if limit < 2:
+        raise ConfigError(f"--limit must be at least 2 (one image to train on, one to validate), got {limit}")
+    return dataclasses.replace(data, x_train=data.x_train[:limit], y_train=data.y_train[:limit])
+
+
+def data_sha256(data: Dataset) -> str:
+    """What train and export record to prove they saw the same images (shapes, dtypes, bytes)."""
+    h = hashlib.sha256()
+    for a in (data.x_train, data.y_train, data.x_test, data.y_test):
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
 
 
 def make_tf_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0):

@@ -57,9 +57,8 @@ class ModelJob:
 def export_run(run_dir: str | Path, profile: Profile, models=None, force: bool = False,
                progress: Progress | None = None) -> dict:
     """Export the models a training run made; returns the manifest's "export" section."""
-    from edgekit.data import load_dataset, split_validation, to_float
+    from edgekit.data import data_sha256, limit_training, load_dataset, split_validation, to_float
     from edgekit.errors import UntrustedModelError
-    from edgekit.train import data_sha256, limit_training
 
     run_dir = Path(run_dir)
     variants = resolve_variants(profile)

@@ -68,26 +68,12 @@ def run_all(out: str | Path = "runs/latest", dataset: str = "fashion-mnist", dat
     timed("train", lambda: train(out, cfg, models=tuple(models), force=force, progress=progress))
     timed("export", lambda: export_run(out, prof, models=tuple(models), force=force, progress=progress))
 
-    t_bench = time.monotonic()
-    progress.start_stage("bench")
-    bench_key = _bench_key(out, quick)
-    section = rundir.load_manifest(out).get("stages", {}).get("bench", {})
-    if not force and rundir.is_fresh(out, section, bench_key):
-        progress.update("results.json is current for these exports; reused")
-        html = render_report(out)
-    else:
-        bench_run(out, quick=quick, progress=progress)  # renders the report too
-        html = out / "report.html"
-
-        def mark(m: dict) -> None:
-            rundir.stage(m, "bench")["key"] = bench_key
-        rundir.update_manifest(out, mark)
-    progress.done()
-    stage_seconds["bench"] = round(time.monotonic() - t_bench, 2)
+    timed("bench", lambda: bench_run(out, quick=quick, force=force, progress=progress))
 
     progress.start_stage("check")
-    result = check_run(out)
+    result = check_run(out)  # writes check.json, which the report reads
     progress.done("passed" if result.passed else "FAILED")
+    html = render_report(out)
     seconds = time.monotonic() - t0
 
     def record_run(m: dict) -> None:  # wall time of this invocation (reused stages take ~0 s)
@@ -100,28 +86,33 @@ def run_all(out: str | Path = "runs/latest", dataset: str = "fashion-mnist", dat
     return Summary(table=table, report_html=html, passed=result.passed, seconds=seconds)
 
 
-def _bench_key(run_dir: Path, quick: bool) -> str:
-    """Bench results are current when the exported files and the settings are unchanged."""
-    m = rundir.load_manifest(run_dir)
-    hashes = []
-    for name, rec in sorted(m.get("stages", {}).get("train", {}).get("models", {}).items()):
-        hashes += [f["sha256"] for f in rec.get("files", [])]
-    for name, rec in sorted(m.get("stages", {}).get("export", {}).get("models", {}).items()):
-        for vname, v in sorted(rec.get("variants", {}).items()):
-            hashes += [f["sha256"] for f in v.get("files", [])]
-    from edgekit.machine import describe
+def check_and_report(run_dir: str | Path, progress: Progress | None = None) -> Path:
+    """The gate with the export's own profile (check.json), then the report that shows it; a run
+    the gate cannot judge (no export profile, an unreadable record) still gets its report, which
+    says why the gate was not evaluated. Returns report.html."""
+    from edgekit.check import check_run
+    from edgekit.errors import EdgekitError
+    from edgekit.report import render_report
+    from edgekit.results import GATE_FILE
 
-    # latency belongs to the CPU it was measured on: another machine measures again
-    cpu = describe()
-    return rundir.stage_key("bench", {"quick": quick, "cpu_model": cpu["cpu_model"],
-                                      "int8_flags": cpu["int8_flags"]}, hashes)
+    run_dir = Path(run_dir)
+    if (run_dir / rundir.MANIFEST).exists() and \
+            rundir.load_manifest(run_dir).get("stages", {}).get("export", {}).get("profile"):
+        try:
+            check_run(run_dir)
+        except EdgekitError as e:
+            (run_dir / GATE_FILE).unlink(missing_ok=True)  # no verdict rather than an older one
+            if progress is not None:
+                progress.update(f"gate not evaluated: {e}")
+    return render_report(run_dir)
 
 
 def summary_table(run_dir: str | Path, gate=None) -> str:
     """One line per model and variant: accuracy, agreement, size, batch-1 single-thread p50; then
     the CPU it was measured on and, per network, whether int8 beat fp32 there (with `gate`, a
     CheckResult, the fastest file that passes it)."""
-    from edgekit.records import format_speed_lines, machine_of, runtime_label, speed_findings, speed_sentence
+    from edgekit.records import format_speed_lines, machine_of, speed_findings, speed_sentence
+    from edgekit.results import runtime_label
 
     run_dir = Path(run_dir)
     m = rundir.load_manifest(run_dir)

@@ -1,62 +1,21 @@
 """Views of a run's results that the report, its plots and the gate share.
 
-results.json's bench records and manifest.json's export records are read here only: one
-runtime label format ("litert xnnpack=on t1 b1"), one variant order, one notion of "fastest",
-and the machine the figures come from, whichever results.json layout recorded it.
+Views over results.json's bench records (read by edgekit.results) and manifest.json's export
+records: one variant order, one notion of "fastest", and the machine the figures come from,
+whichever results.json layout recorded it. Labels come from edgekit.results.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from edgekit import rundir
-from edgekit.errors import RunDirError
 from edgekit.machine import has_int8_dot_product
+from edgekit.results import runtime_label, setting_label
 
-RESULTS_SCHEMA_VERSION = 1
 VARIANT_ORDER = ("keras-fp32", "keras-qat", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8-ptq",
                  "tflite-int8-qat", "onnx-fp32", "onnx-int8-ptq", "onnx-int8-qat")
 
 
-def load_results(run_dir: Path) -> dict:
-    path = run_dir / "results.json"
-    if not path.exists():
-        raise RunDirError(f"{path} does not exist; run `edgekit bench --run {run_dir}` first")
-    return read_results(path)
-
-
-def read_results(path: Path) -> dict:
-    """A results.json of this schema version, or a one-line error saying to re-run the bench."""
-    data = rundir.read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
-        raise RunDirError(f"{path} is not an edgekit results.json (no 'records' list); "
-                          "use the results.json that `edgekit bench` writes")
-    if data.get("schema_version") != RESULTS_SCHEMA_VERSION:
-        raise RunDirError(f"{path} has schema_version {data.get('schema_version')}, expected "
-                          f"{RESULTS_SCHEMA_VERSION}; re-run `edgekit bench` with this edgekit")
-    return data
-
-
-# ---------------------------------------------------------------- labels and order
-
-def runtime_label(rec: dict) -> str:
-    """'litert xnnpack=on': a runtime and its options (no threads or batch)."""
-    opts = []
-    for k, v in sorted((rec.get("runtime_options") or {}).items()):
-        opts.append(f"{k}={'on' if v else 'off'}" if isinstance(v, bool) else f"{k}={v}")
-    return " ".join([str(rec.get("runtime") or "?"), *opts])
-
-
-def setting_label(rec: dict) -> str:
-    """'litert xnnpack=on t1 b1': the one label of a measured setting, in every table and plot.
-    A record the bench never ran (export failed) has no threads or batch, and shows none."""
-    parts = [runtime_label(rec)]
-    if rec.get("threads") is not None:
-        parts.append(f"t{rec['threads']}")
-    if rec.get("batch") is not None:
-        parts.append(f"b{rec['batch']}")
-    return " ".join(parts)
-
+# ---------------------------------------------------------------- order
 
 def variant_rank(name: str) -> tuple[int, str]:
     return (VARIANT_ORDER.index(name) if name in VARIANT_ORDER else len(VARIANT_ORDER), name)

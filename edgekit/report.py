@@ -5,7 +5,8 @@ int8 kernels decide whether int8 is faster than fp32), then one row per exported
 and skipped ones included. Details (plots, latency per runtime, int8 audit, export parity,
 training, bench settings, every measurement) follow. report.md is tables only, so it pastes
 into a pull request; report.html is one self-contained file (edgekit.markup) a CI job can
-upload as an artifact. The plots come from edgekit.plots.
+upload as an artifact. The plots come from edgekit.plots; the gate's verdict from the check.json
+that `edgekit check` writes (edgekit.results), so run check first.
 """
 from __future__ import annotations
 
@@ -13,17 +14,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgekit import plots, rundir
-from edgekit.errors import EdgekitError
 from edgekit.markup import Figure, Section, Table, html_page, markdown_page
-from edgekit.records import (  # noqa: F401  (read_results, runtime_label: edgekit.check imports them from here)
-    RESULTS_SCHEMA_VERSION, fastest, float_accuracy, load_results, machine_of, read_results, record_order,
-    records_at, reference_setting, runtime_label, setting_label, setting_text, speed_findings, speed_sentence,
-    format_speed_lines, judged_kernel_agreement, emulated_cells, saturation_cell, percent as _pct,
+from edgekit.records import (
+    fastest, float_accuracy, machine_of, record_order, records_at, reference_setting, setting_text, speed_findings,
+    speed_sentence, format_speed_lines, judged_kernel_agreement, emulated_cells, saturation_cell, percent as _pct,
     variant_rank, variant_sizes)
+from edgekit.results import GATE_FILE, CheckRow, load_results, read_gate, setting_label
 
 PLOTS = plots.PLOTS
 RUNTIMES_SHOWN = ("ai-edge-litert", "onnxruntime", "tensorflow")
-Gate = dict[tuple[str, str], list]  # (model, variant) -> that variant's edgekit.check.CheckRows
+Gate = dict[tuple[str, str], list[CheckRow]]  # (model, variant) -> that variant's rows in check.json
 
 
 # ---------------------------------------------------------------- entry point
@@ -52,6 +52,12 @@ def render_report(run_dir: str | Path) -> Path:
     rundir.atomic_write_text(run_dir / "report.md", markdown_page(title, sections, figures))
     html_path = run_dir / "report.html"
     rundir.atomic_write_text(html_path, html_page(f"{title}: {run_dir.name}", sections, figures))
+    if (run_dir / rundir.MANIFEST).exists():  # its own section: re-rendering never makes the results look stale
+        files = [rundir.file_record(run_dir, run_dir / n) for n in ("report.md", "report.html")]
+
+        def put(m: dict) -> None:
+            rundir.stage(m, "report").update({"status": "ok", "files": files, "finished_utc": rundir.utc_now()})
+        rundir.update_manifest(run_dir, put)
     return html_path
 
 
@@ -132,16 +138,14 @@ def _first_line(text: str | None, limit: int = 600) -> str:
 # ---------------------------------------------------------------- verdict and machine
 
 def _verdict(run_dir: Path, manifest: dict) -> tuple[Section, Gate | None]:
-    """The gate's verdict on this run with the export's own profile (no baseline), from its
-    CheckResult; and its rows per (model, variant)."""
+    """The gate's verdict as `edgekit check` last wrote it (check.json), when it still describes
+    this run's exports and results; and its rows per (model, variant)."""
     if not manifest.get("stages", {}).get("export", {}).get("profile"):
         return Section("Verdict", "Gate not evaluated: the run has no export stage with a profile."), None
-    from edgekit.check import check_run
-
-    try:
-        result = check_run(run_dir)
-    except EdgekitError as e:  # the report still renders; the reason is shown instead
-        return Section("Verdict", f"Gate not evaluated: {e}"), None
+    result = read_gate(run_dir)
+    if result is None:
+        return Section("Verdict", f"Gate not evaluated: no current {GATE_FILE} (the exports or results changed "
+                                  f"since, or the gate never ran); run `edgekit check --run {run_dir}`."), None
     gate: Gate = {}
     for r in result.rows:
         if r.model != "-":
@@ -160,6 +164,8 @@ def _verdict(run_dir: Path, manifest: dict) -> tuple[Section, Gate | None]:
         text += f"; {unmeasured} not measured (not failures)"
     if noisy:
         text += f"; {noisy} too noisy to judge"
+    if result.baseline:
+        text += f"; latency against baseline {result.baseline}"
     return Section("Verdict", text + ".", tone="pass" if result.passed else "fail"), gate
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import tf_keras
 
 from edgekit import rundir
 from edgekit.config import NETWORK_NAMES, TrainConfig
-from edgekit.data import Dataset, load_dataset, make_tf_dataset, split_validation
+from edgekit.data import Dataset, data_sha256, limit_training, load_dataset, make_tf_dataset, split_validation
 from edgekit.devices import Placement, float32_model, placement_scope, resolve_placement, with_float32_logits
 from edgekit.errors import ConfigError, RunDirError
 from edgekit.models import Network, get_network
@@ -140,23 +139,6 @@ def model_key(resolved: dict, data_sha: str) -> str:
     return rundir.stage_key("train", {k: v for k, v in resolved.items() if k not in ("dataset", "data_dir")
                                       and not (k == "num_classes" and v is None)},
                             [data_sha])
-
-
-def limit_training(data: Dataset, limit: int | None) -> Dataset:
-    """The first `limit` training images (the test set stays whole, so accuracies stay comparable)."""
-    if limit is None:
-        return data
-    if limit < 2:
-        raise ConfigError(f"--limit must be at least 2 (one image to train on, one to validate), got {limit}")
-    return dataclasses.replace(data, x_train=data.x_train[:limit], y_train=data.y_train[:limit])
-
-
-def data_sha256(data: Dataset) -> str:
-    h = hashlib.sha256()
-    for a in (data.x_train, data.y_train, data.x_test, data.y_test):
-        h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(np.ascontiguousarray(a).data)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

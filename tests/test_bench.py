@@ -11,8 +11,9 @@ import pytest
 
 from conftest import copy_run
 from edgekit import machine, rundir
-from edgekit.bench import (ModelFile, TestSet, assemble_records, bench_run, find_model_files, run_worker,
-                           validate_results)
+from edgekit.bench import (ModelFile, TestSet, assemble_records, bench_key, bench_run, find_model_files,
+                           run_worker)
+from edgekit.results import validate_results
 from edgekit.errors import ConfigError, RunDirError
 
 FORMAT_RUNTIME = {"keras": "keras", "tflite": "litert", "onnx": "onnxruntime"}
@@ -118,8 +119,23 @@ def test_files_schema_and_manifest(benched):
     assert section["status"] == "ok" and rundir.outputs_intact(run, section["files"])
     assert [f["path"] for f in section["files"]] == ["results.json", "results.csv"]
     assert section["settings"]["quick"] is True and section["seconds"] > 0
-    if (Path(__file__).parent.parent / "edgekit" / "report.py").exists():
-        assert (run / "report.md").exists() and section["report_files"]
+    # the report is not the bench's job (cli and pipeline run check, then report)
+    assert not (run / "report.md").exists() and "report_files" not in section
+
+
+def test_unchanged_bench_is_reused_and_changed_settings_are_not(benched):
+    """`edgekit bench` alone skips finished work: same files, settings and CPU -> the results on disk."""
+    run, results = benched
+    before = (run / "results.json").read_bytes()
+    again = bench_run(run, threads=(1,), batches=(1, 4), quick=True)
+    assert again["created_utc"] == results["created_utc"] and (run / "results.json").read_bytes() == before
+    m = rundir.load_manifest(run)
+    key = bench_key(m, ("keras", "litert", "onnxruntime"), (1,), (1, 4), True)
+    assert m["stages"]["bench"]["key"] == key
+    every = ("keras", "litert", "onnxruntime")
+    changed = {bench_key(m, ("onnxruntime",), (1,), (1, 4), True), bench_key(m, every, (1, 2), (1, 4), True),
+               bench_key(m, every, (1,), (1,), True), bench_key(m, every, (1,), (1, 4), False)}
+    assert key not in changed and len(changed) == 4
 
 
 def _broken(results: dict, change) -> dict:

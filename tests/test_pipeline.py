@@ -81,7 +81,7 @@ def test_run_killed_mid_export_resumes_and_finishes(tmp_path, capsys):
     files = _all_files(after)
     assert len(files) >= 10
     assert rundir.outputs_intact(run, files)
-    for name in ("results.json", "results.csv", "report.md", "report.html", "summary.txt"):
+    for name in ("results.json", "results.csv", "check.json", "report.md", "report.html", "summary.txt"):
         assert (run / name).is_file(), name
     # the summary table and the report path are printed
     assert "fastest runtime" in captured.out and "report.html" in captured.out

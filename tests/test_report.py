@@ -25,6 +25,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
     run = build_run(tmp_path_factory.mktemp("report") / "run", broken={"onnx-int8-ptq": "coarse"})
+    check_run(run)  # check.json: the verdict the report shows
     assert render_report(run) == run / "report.html"
     return run
 
@@ -103,6 +104,7 @@ def test_no_measurements_leaves_no_stale_plots(rendered, tmp_path):
     for rec in results["records"]:
         rec.update(status="failed", error="killed")
     rundir.atomic_write_json(run / "results.json", results)
+    check_run(run)  # check.json: the verdict the report shows
     render_report(run)
     assert not (run / "plots" / "accuracy_latency.png").exists()
     assert not (run / "plots" / "latency_runtime.png").exists()
@@ -175,6 +177,7 @@ def measured_export(exported_run, synthetic, tmp_path_factory) -> Path:
     rundir.atomic_write_json(run / "results.json", {"schema_version": 1, "created_utc": rundir.utc_now(),
                                                     "environment": rundir.versions(), "settings": {"repeats": 5},
                                                     "records": records})
+    check_run(run)  # check.json: the verdict the report shows
     render_report(run)
     return run
 
@@ -252,6 +255,7 @@ def test_failed_and_skipped_variants_keep_a_row_with_their_reason(rendered, tmp_
                                        file=None, files=[], parity=None, audit=None)
     (run / "export" / "lin" / "onnx-int8-ptq.onnx").unlink()
     rundir.atomic_write_json(run / rundir.MANIFEST, m)
+    check_run(run)  # check.json: the verdict the report shows
     render_report(run)
     md = (run / "report.md").read_text()
     files = _section(md, "Files")
@@ -275,6 +279,7 @@ def test_cpu_from_machine_record_or_older_environment_or_nothing(rendered, tmp_p
         data = json.loads((run / "results.json").read_text())
         change(data)
         rundir.atomic_write_json(run / "results.json", data)
+        check_run(run)  # check.json: the verdict the report shows
         render_report(run)
         cpu = _section((run / "report.md").read_text(), "Machine")
         env, m = data.get("environment") or {}, data.get("machine")
@@ -316,6 +321,7 @@ def test_kernel_fidelity_and_saturation_are_shown_when_recorded(rendered, tmp_pa
                                 "pairs": 400, "affects_file": True}
     v["weight_bytes"] = 3000
     rundir.atomic_write_json(run / rundir.MANIFEST, m)
+    check_run(run)  # check.json: the verdict the report shows
     render_report(run)
     md = (run / "report.md").read_text()
     row = next(line for line in _section(md, "Files").splitlines() if "| tflite-int8-ptq |" in line)
@@ -325,3 +331,23 @@ def test_kernel_fidelity_and_saturation_are_shown_when_recorded(rendered, tmp_pa
     assert "1.25% of pairs (5 of 400); affects this file" in audit and "| 2,000 / 2,000 |" in audit
     # absent everywhere else: rendered without them, no failure
     assert "| - |" in next(line for line in _section(md, "Files").splitlines() if "| tflite-fp32 |" in line)
+
+
+def test_verdict_comes_from_check_json_and_a_stale_one_is_not_shown(rendered, tmp_path):
+    """The report reads the gate from check.json (written by check); once results.json changes,
+    that verdict no longer describes the run and the report says to run the gate again."""
+    run = shutil.copytree(rendered, tmp_path / "run")
+    gate = json.loads((run / "check.json").read_text())
+    assert gate["passed"] is False and gate["profile"] and {"model", "variant", "check", "value", "limit", "passed",
+                                                            "note", "runtime", "measured", "compared",
+                                                            "noisy"} <= set(gate["rows"][0])
+    assert "Gate FAILED" in _section((run / "report.md").read_text(), "Verdict")
+    results = json.loads((run / "results.json").read_text())
+    results["records"][0]["p50_ms"] *= 2
+    rundir.atomic_write_json(run / "results.json", results)
+    render_report(run)
+    verdict = _section((run / "report.md").read_text(), "Verdict")
+    assert "Gate not evaluated" in verdict and "edgekit check" in verdict
+    assert main(["report", "--run", str(run)]) == 0  # the CLI runs the gate first, then the report
+    assert "Gate FAILED" in _section((run / "report.md").read_text(), "Verdict")
+    assert rundir.load_manifest(run)["stages"]["report"]["files"][0]["path"] == "report.md"
