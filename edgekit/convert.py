@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from edgekit.errors import ConfigError, ExportError, ModelError
 
 OUTPUT_NAME = "logits"  # the one output of every file (the input is ConversionInputs.input_name)

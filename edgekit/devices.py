@@ -11,7 +11,6 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from edgekit.errors import ConfigError
 
 FLOAT32 = "float32"

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from edgekit.errors import ConfigError
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from edgekit.errors import ConfigError, ModelError
 
 MIN_INT8_WEIGHT_FRACTION = 0.95   # share of MAC-op weight elements stored as int8

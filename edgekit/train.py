@@ -20,7 +20,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras
 
 from edgekit import rundir

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
 from edgekit.errors import ModelError
 
 
