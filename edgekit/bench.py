@@ -18,62 +18,32 @@ The report is not rendered here (cli and pipeline run check, then report).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 from edgekit import machine, rundir
+from edgekit.bench_plan import (ModelFile, TestSet, file_problem, find_model_files, load_test_sets,
+                                plan_jobs)
+from edgekit.bench_records import assemble_records, export_failure_records, settings_record
 from edgekit.errors import ConfigError, RunDirError
-from edgekit.latency import FULL, QUICK, TimingSettings
+from edgekit.latency import FULL, QUICK
 from edgekit.progress import Progress
-from edgekit.results import RESULTS_SCHEMA_VERSION, STAT_FIELDS, read_results, write_results
+from edgekit.results import RESULTS_SCHEMA_VERSION, read_results, write_results
 from edgekit.runtimes import RUNTIMES, get_runtime
 
-QUICK_SAMPLES = 1000        # --quick: accuracy on the first 1000 test images
-# A runtime's first option set (its default: litert xnnpack=on) is judged on the whole test set;
-# the others (xnnpack=off, whose kernels are 4x slower) on the first 2000 images, which keeps the
-# full bench in budget. Each record's `samples` says which.
-SECONDARY_SAMPLES = 2000
-PREDICT_BATCH = 256         # batch of the accuracy runs
+# Names that lived here before the split (edgekit.bench_plan, bench_records) stay importable here.
+__all__ = ["ModelFile", "TestSet", "assemble_records", "bench_key", "bench_run", "export_failure_records",
+           "find_model_files", "load_test_sets", "plan_jobs", "run_worker"]
+
 RUNTIME_ORDER = ("keras", "litert", "onnxruntime")
-PEAK_RSS_NOTE = ("peak_rss_mb: VmHWM of the runtime's own worker process, reset (/proc/self/clear_refs, after "
-                 "gc and malloc_trim) just before the session is opened and read after its timing at that "
-                 "batch (batches run smallest first on one session, the accuracy run after them): the Python "
-                 "interpreter, the runtime's libraries, the worker's uint8 test images and whatever earlier "
-                 "sessions left resident, plus this session's model, arena and threads. baseline_rss_mb: the "
-                 "worker's RSS before any model was opened; peak - baseline ~ what the model costs. Where "
-                 "clear_refs cannot be written (not Linux), the peak is the worker's since it started.")
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """One file to bench, as the manifest describes it."""
-    model: str
-    variant: str          # keras-fp32 | keras-qat | an export variant name
-    format: str           # keras | tflite | onnx
-    variant_class: str    # float | fp16 | dynamic | int8-ptq | int8-qat | fake-quant (keras-qat)
-    path: Path
-    rel_path: str         # as recorded in the manifest
-    sha256: str | None
-    size_bytes: int | None
-
-
-@dataclass(frozen=True, eq=False)
-class TestSet:
-    """The images every file of a model is judged on (uint8 pixels, or float inputs)."""
-    key: str
-    description: str
-    x: np.ndarray
-    y: np.ndarray | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +78,7 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert",
         return read_results(run_dir / "results.json")
     tests = load_test_sets(run_dir, manifest, sorted({f.model for f in files}), quick)
 
-    stale = {f: why for f in files if (why := _file_problem(f))}
+    stale = {f: why for f in files if (why := file_problem(f))}
     usable = [f for f in files if f not in stale]
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         data_paths = {}
@@ -125,7 +95,7 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert",
         "schema_version": RESULTS_SCHEMA_VERSION, "created_utc": rundir.utc_now(),
         "machine": machine.describe(),
         "environment": rundir.versions(),
-        "settings": _settings_record(runtimes, threads, batches, quick, timing, tests),
+        "settings": settings_record(runtimes, threads, batches, quick, timing, tests),
         "seconds": round(time.monotonic() - t0, 2),
         "records": records,
     }
@@ -141,7 +111,7 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert",
 
 
 # ---------------------------------------------------------------------------------------------
-# What to bench, on what data
+# Settings, and when results are current
 
 def bench_key(manifest: dict, runtimes: tuple[str, ...], threads: tuple[int, ...], batches: tuple[int, ...],
               quick: bool) -> str:
@@ -176,124 +146,8 @@ def _check_settings(runtimes, threads, batches) -> tuple[tuple[str, ...], tuple[
         out[0], out[1]
 
 
-def find_model_files(run_dir: Path, manifest: dict) -> list[ModelFile]:
-    """keras-fp32 (the trained model, or the source of `export --model`), keras-qat, and every
-    export variant with status ok, in manifest order."""
-    stages = manifest.get("stages", {})
-    train = stages.get("train", {}).get("models", {})
-    export = stages.get("export", {}).get("models", {})
-    files: list[ModelFile] = []
-
-    def add(model: str, variant: str, fmt: str, cls: str, rec: dict | None) -> None:
-        if rec and rec.get("path"):
-            path = rundir.resolve(run_dir, rec["path"])
-            size = rundir.size_bytes(path) if path.exists() else rec.get("size_bytes")
-            files.append(ModelFile(model, variant, fmt, cls, path, rec["path"], rec.get("sha256"), size))
-
-    for model in dict.fromkeys([*train, *export]):
-        t, e = train.get(model), export.get(model, {})
-        if t and t.get("status", "ok") == "ok":
-            source = next((f for f in t.get("files", []) if f["path"] == t.get("model")), None)
-            add(model, "keras-fp32", "keras", "float", source or {"path": t.get("model")})
-        elif e.get("source"):
-            add(model, "keras-fp32", "keras", "float", e["source"])
-        qat = e.get("qat") or {}
-        if qat.get("status") == "ok":
-            add(model, "keras-qat", "keras", "fake-quant", qat.get("file"))
-        for variant, v in e.get("variants", {}).items():
-            if v.get("status") == "ok":
-                add(model, variant, v.get("format", Path(v["file"]["path"]).suffix.lstrip(".")),
-                    v.get("variant_class", "unknown"), v.get("file"))
-    return files
-
-
-def _file_problem(f: ModelFile) -> str | None:
-    if not f.path.exists():
-        return f"{f.rel_path} is missing although the manifest lists it; re-run the stage that made it"
-    if f.sha256 and rundir.sha256_file(f.path) != f.sha256:
-        return f"{f.rel_path} no longer matches its recorded sha256; re-run the stage that made it (--force)"
-    return None
-
-
-def load_test_sets(run_dir: Path, manifest: dict, models: list[str], quick: bool) -> dict[str, TestSet]:
-    """Per model: the test set of the data it was trained on; for a model exported with
-    `export --model`, the user's sample (labels optional) or the export's random inputs."""
-    from edgekit.data import load_calibration, load_dataset
-
-    stages = manifest.get("stages", {})
-    train = stages.get("train", {})
-    export = stages.get("export", {})
-    cache: dict[str, TestSet] = {}
-    out: dict[str, TestSet] = {}
-    for model in models:
-        t = train.get("models", {}).get(model)
-        if t:
-            cfg = t.get("config", {})
-            name = cfg.get("dataset") or train.get("dataset", {}).get("name")
-            key = json.dumps(["dataset", name, cfg.get("data_dir")])
-            if key not in cache:
-                ds = load_dataset(name, cfg.get("data_dir"))
-                cache[key] = TestSet(key, f"{ds.name} test set", ds.x_test, ds.y_test)
-        else:
-            data = export.get("data", {})
-            shape = tuple(export.get("models", {}).get(model, {}).get("input_shape") or ())
-            if data.get("calibration"):
-                key = json.dumps(["sample", data["calibration"], shape])
-                if key not in cache:
-                    x, y = load_calibration(data["calibration"], shape)
-                    cache[key] = TestSet(key, f"user sample {Path(data['calibration']).name}", x, y)
-            else:  # the same seeded inputs export's parity used: agreement only, no accuracy
-                n = int(data.get("samples") or 500)
-                key = json.dumps(["random", n, shape])
-                if key not in cache:
-                    x = np.random.default_rng(0).random((n, *shape), dtype=np.float32)
-                    cache[key] = TestSet(key, "random uniform [0, 1) inputs (no labels)", x, None)
-        ts = cache[key]
-        if quick and len(ts.x) > QUICK_SAMPLES:
-            ts = TestSet(key + "-quick", ts.description + f", first {QUICK_SAMPLES}", ts.x[:QUICK_SAMPLES],
-                         None if ts.y is None else ts.y[:QUICK_SAMPLES])
-            cache[ts.key] = ts
-        out[model] = ts
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
-# Workers
-
-def plan_jobs(files: list[ModelFile], tests: dict[str, TestSet], data_paths: dict[str, str],
-              runtimes: tuple[str, ...], option_sets: dict[str, list[dict]], threads: tuple[int, ...],
-              batches: tuple[int, ...], timing: TimingSettings) -> list[dict]:
-    """One worker per runtime (per thread count for Keras, whose thread pools are fixed at
-    first use). Without the keras runtime, a Keras worker still computes the float model's
-    predictions, which every agreement figure is measured against."""
-    units = [{"id": i, "model": f.model, "variant": f.variant, "path": str(f.path), "data": tests[f.model].key}
-             for i, f in enumerate(files)]
-    by_id = dict(zip((u["id"] for u in units), files))
-    base = {"data": data_paths, "batches": list(batches), "predict_batch": PREDICT_BATCH,
-            "timing": dataclasses.asdict(timing)}
-    jobs = []
-    for name in runtimes:
-        rt = RUNTIMES[name]
-        mine = [u for u in units if rt.can_run(by_id[u["id"]].path)]
-        if not mine:
-            continue
-        # The accuracy run shares the session timed with the fewest threads: on a shared
-        # 2-core machine, more threads than idle cores can make a run 100x slower (spin-waits).
-        job = dict(base, runtime=name, units=mine, option_sets=option_sets[name], predict=True,
-                   predict_threads=min(threads), threads=list(threads),
-                   predict_samples=[None] + [SECONDARY_SAMPLES] * (len(option_sets[name]) - 1))
-        if name == "keras":  # one worker per thread count; the accuracy run in the first
-            jobs += [dict(job, threads=[t], predict=t == min(threads), predict_threads=t) for t in threads]
-        else:
-            jobs.append(job)
-    if "keras" not in runtimes:
-        ref = [u for u in units if by_id[u["id"]].variant == "keras-fp32"]
-        if ref:
-            jobs.insert(0, dict(base, runtime="keras", units=ref, option_sets=[{}], predict=True,
-                                predict_threads=min(threads), threads=[], timing=None, predict_samples=[None],
-                                reference_only=True))
-    return jobs
-
+# Workers (planned by edgekit.bench_plan, each run by edgekit.bench_worker)
 
 def _run_jobs(jobs: list[dict], tmp: Path, progress: Progress) -> list[dict]:
     total = sum(len(j["units"]) * len(j["option_sets"]) * len(j["threads"]) * len(j["batches"])
@@ -371,136 +225,6 @@ def run_worker(job: dict, folder: Path, on_event=lambda ev: None) -> list[dict]:
 def _stderr_tail(path: Path) -> str:
     lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     return f": {lines[-1][:300]}" if lines else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Records
-
-def _options_key(options: dict) -> str:
-    return json.dumps(options, sort_keys=True)
-
-
-def assemble_records(files: list[ModelFile], stale: dict[ModelFile, str], tests: dict[str, TestSet],
-                     events: list[dict], runtimes: tuple[str, ...], option_sets: dict[str, list[dict]],
-                     threads: tuple[int, ...], batches: tuple[int, ...]) -> list[dict]:
-    """One record per (file, runtime, options, threads, batch) asked for, measured or not.
-    Worker events name files by their index among the usable (not stale) files, as plan_jobs does."""
-    preds, timings, crashes, unavailable = {}, {}, {}, {}
-    for ev in events:
-        t = ev["type"]
-        if t == "predictions":
-            preds[(ev["runtime"], ev["id"], _options_key(ev["options"]))] = ev
-        elif t == "timing":
-            timings[(ev["runtime"], ev["id"], _options_key(ev["options"]), ev["threads"], ev["batch"])] = ev
-        elif t == "crash":
-            crashes[(ev["runtime"], ev["id"])] = ev["error"]
-        elif t == "unavailable":
-            unavailable[ev["runtime"]] = ev["error"]
-    uid = {f: i for i, f in enumerate(f for f in files if f not in stale)}
-    reference = {}  # model -> the float Keras model's top-1 classes
-    for f in uid:
-        ev = preds.get(("keras", uid[f], _options_key({})))
-        if f.variant == "keras-fp32" and ev and "classes" in ev:
-            reference[f.model] = np.asarray(ev["classes"])
-
-    records = []
-    for f in files:
-        for name in runtimes:
-            if not RUNTIMES[name].can_run(f.path):
-                continue
-            for options in option_sets[name]:
-                okey = _options_key(options)
-                for th in threads:
-                    for batch in batches:
-                        rec = _base_record(f, name, options, th, batch, tests[f.model])
-                        if f in stale:
-                            rec["error"] = stale[f]
-                        elif name in unavailable:
-                            rec["error"] = unavailable[name]
-                        else:
-                            i = uid[f]
-                            _fill(rec, preds.get((name, i, okey)), timings.get((name, i, okey, th, batch)),
-                                  crashes.get((name, i)), tests[f.model], reference.get(f.model))
-                        rec["status"] = "ok" if rec["error"] is None else "failed"
-                        records.append(rec)
-    return records
-
-
-def _base_record(f: ModelFile, runtime: str, options: dict, threads, batch, test: TestSet) -> dict:
-    rec = {"model": f.model, "variant": f.variant, "format": f.format, "variant_class": f.variant_class,
-           "runtime": runtime, "runtime_options": options, "threads": threads, "batch": batch,
-           "file": f.rel_path, "size_bytes": f.size_bytes, "accuracy": None, "agreement": None,
-           "samples": int(len(test.x))}
-    rec.update({k: None for k in STAT_FIELDS})
-    rec.update({"peak_rss_mb": None, "baseline_rss_mb": None, "status": "failed", "error": None,
-                "stage": "bench", "sha256": f.sha256})
-    return rec
-
-
-def export_failure_records(manifest: dict) -> list[dict]:
-    """One record per variant (and QAT model) that export failed or skipped, with its status and
-    error, so that it stays in results.json/csv and the report. stage "export": the bench never
-    ran it; threads, batch and the figures are null; runtime is the one that runs its format."""
-    records = []
-    for model, m in manifest.get("stages", {}).get("export", {}).get("models", {}).items():
-        entries = [("keras-qat", dict(m["qat"], format="keras", variant_class="fake-quant"))] if m.get("qat") else []
-        for variant, v in [*entries, *(m.get("variants") or {}).items()]:
-            status = v.get("status") or "failed"
-            if status == "ok":
-                continue
-            file = v.get("file") or {}
-            fmt = v["format"]  # export's records always name it (export._blank_record)
-            runtime = next((r.name for r in RUNTIMES.values() if f".{fmt}" in r.suffixes), None)
-            rec = {"model": model, "variant": variant, "format": fmt,
-                   "variant_class": v.get("variant_class") or "unknown", "runtime": runtime,
-                   "runtime_options": {}, "threads": None, "batch": None, "file": file.get("path"),
-                   "size_bytes": file.get("size_bytes"), "accuracy": None, "agreement": None, "samples": None}
-            rec.update({k: None for k in STAT_FIELDS})
-            rec.update({"peak_rss_mb": None, "baseline_rss_mb": None,
-                        "status": status if status in ("failed", "skipped") else "failed",
-                        "error": f"not benched: export {status}: {v.get('error') or 'no reason recorded'}",
-                        "stage": "export", "sha256": file.get("sha256")})
-            records.append(rec)
-    return records
-
-
-def _fill(rec: dict, pred: dict | None, timing: dict | None, crash: str | None, test: TestSet,
-          reference: np.ndarray | None) -> None:
-    errors = []
-    if pred and "classes" in pred:
-        classes = np.asarray(pred["classes"])
-        n = rec["samples"] = int(len(classes))  # the first n test images
-        if test.y is not None:
-            rec["accuracy"] = float(np.mean(classes == test.y[:n]))
-        if reference is not None and len(reference) >= n:
-            rec["agreement"] = float(np.mean(classes == reference[:n]))
-    elif pred:
-        errors.append(f"accuracy run failed: {pred['error']}")
-    if timing and "stats" in timing:
-        rec.update(timing["stats"])
-        rec["peak_rss_mb"] = timing.get("peak_rss_mb")
-        rec["baseline_rss_mb"] = timing.get("baseline_rss_mb")
-    elif timing:
-        errors.append(timing["error"])
-    if (timing is None or (pred is None)) and not errors:
-        errors.append(crash or "not measured: the worker stopped before this setting")
-    rec["error"] = "; ".join(errors) if errors else None
-
-
-def _settings_record(runtimes, threads, batches, quick: bool, timing: TimingSettings,
-                     tests: dict[str, TestSet]) -> dict:
-    return {"quick": quick, "runtimes": list(runtimes), "threads": list(threads), "batches": list(batches),
-            **dataclasses.asdict(timing),
-            "samples": {m: int(len(t.x)) for m, t in tests.items()},
-            "data": {m: t.description for m, t in tests.items()},
-            "accuracy_batch": PREDICT_BATCH,
-            "secondary_option_samples": SECONDARY_SAMPLES,
-            "accuracy_note": "accuracy and agreement on the whole test set for each runtime's default options "
-                             f"(the first set); other option sets on the first {SECONDARY_SAMPLES} images "
-                             "(see each record's samples)",
-            "percentiles": "linear interpolation between closest ranks over all timed runs; "
-                           "p50_repeats_ms: the p50 of each repeat block",
-            "peak_rss": PEAK_RSS_NOTE}
 
 
 # ---------------------------------------------------------------------------------------------

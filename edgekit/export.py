@@ -12,43 +12,25 @@ thresholds is marked failed but its file is kept, so it can be inspected.
 """
 from __future__ import annotations
 
-import dataclasses
-import sys
-import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from edgekit import rundir
 from edgekit.config import Profile, profile_to_dict
-from edgekit.errors import ConfigError, DataError, EdgekitError, ModelError, RunDirError
+from edgekit.errors import ConfigError, DataError, ModelError, RunDirError
+from edgekit.export_job import ModelJob, accuracy
+from edgekit.export_qat import NO_QAT_DATA, NO_QAT_LABELS, QAT_BATCH_SIZE, QAT_FILE, make_or_reuse_qat
+from edgekit.export_variant import NO_CALIBRATION, export_variant, variant_key
 from edgekit.progress import Progress
 
-QAT_BATCH_SIZE = 128
-# HDF5, not .keras: tf_keras 2.21 saves a tfmot QAT model as .keras but cannot load it back
-# ("Layer 'quantize_layer' expected 5 variables, but received 3"); .h5 round-trips exactly.
-QAT_FILE = "qat.h5"
+# Names that lived here before the split (edgekit.export_job, _qat, _variant) stay importable here.
+__all__ = ["ModelJob", "NO_CALIBRATION", "NO_QAT_DATA", "NO_QAT_LABELS", "QAT_BATCH_SIZE", "QAT_FILE",
+           "RANDOM_PARITY_SAMPLES", "export_model", "export_one", "export_run", "resolve_variants",
+           "write_parity_json"]
+
 RANDOM_PARITY_SAMPLES = 500   # parity inputs for a user model given without any data
-NO_CALIBRATION = "needs calibration data; pass --calibration-data FILE.npz with x (model inputs)"
-NO_QAT_DATA = ("QAT needs labelled training data; pass --calibration-data FILE.npz with x (inputs) "
-               "and y (labels)")
-NO_QAT_LABELS = "QAT needs labels; add y (integer labels) to the --calibration-data .npz"
-
-
-@dataclass(frozen=True, eq=False)
-class ModelJob:
-    """Everything one model's export needs, whichever way the model came in."""
-    name: str                        # manifest key and folder name
-    model_path: Path                 # the float Keras model file (or SavedModel folder)
-    x_parity: np.ndarray             # float32 inputs, NHWC
-    y_parity: np.ndarray | None      # labels, or None (agreement and diffs only)
-    x_fit: np.ndarray | None         # QAT fine-tuning and calibration inputs (float32, or uint8 pixels)
-    y_fit: np.ndarray | None
-    seed: int = 0
-    data_key: Any = None             # what identifies the data, hashed into every key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,8 +238,9 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
 
     qat_model, qat_rec = None, None
     if any(v.needs_qat for v in variants):
-        qat_model, qat_rec = _qat(run_dir, job, float_model, source, profile, old.get("qat"), force, progress)
-    keys = {v.name: _variant_key(v, profile, source, job, qat_rec) for v in variants}
+        qat_model, qat_rec = make_or_reuse_qat(run_dir, job, float_model, source, profile, old.get("qat"), force,
+                                               progress)
+    keys = {v.name: variant_key(v, profile, source, job, qat_rec) for v in variants}
     fresh = {v.name for v in variants
              if not force and rundir.is_fresh(run_dir, old.get("variants", {}).get(v.name), keys[v.name])}
     todo = [v for v in variants if v.name not in fresh]
@@ -268,7 +251,7 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
         ref_outputs["float"] = predict_keras(float_model(), job.x_parity)
         header = {"source": source, "input_shape": [int(d) for d in job.x_parity.shape[1:]],
                   "num_classes": int(ref_outputs["float"].shape[-1]),
-                  "float_accuracy": _accuracy(ref_outputs["float"], job.y_parity)}
+                  "float_accuracy": accuracy(ref_outputs["float"], job.y_parity)}
     else:  # everything current: the recorded header describes this very source and data
         header = {k: old[k] for k in ("source", "input_shape", "num_classes", "float_accuracy")}
     if todo:
@@ -304,9 +287,9 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
             progress.update(f"{variant.name} is current ({rec['file']['path']}); reused", model=job.name)
         else:
             progress.update(f"{variant.name}", model=job.name, fraction=i / len(variants))
-            rec = _export_variant(run_dir, out_dir, job, variant, inputs, key, profile, ref_outputs,
-                                  header["float_accuracy"], fp32_size, qat_problem, representative is not None,
-                                  progress)
+            rec = export_variant(run_dir, out_dir, job, variant, inputs, key, profile, ref_outputs,
+                                 header["float_accuracy"], fp32_size, qat_problem, representative is not None,
+                                 progress)
         if variant.variant_class == "float" and rec.get("status") == "ok":
             fp32_size[variant.format] = rec["file"]
 
@@ -315,230 +298,6 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
         manifest = rundir.update_manifest(run_dir, put_variant)
         write_parity_json(run_dir, manifest)
     return rundir.stage(rundir.load_manifest(run_dir), "export")["models"][job.name]
-
-
-def _accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
-    return None if labels is None else float(np.mean(np.argmax(outputs, axis=1) == labels))
-
-
-def _variant_key(variant, profile: Profile, source: dict, job: ModelJob, qat_rec: dict | None) -> str:
-    """Same key = same file and same verdict: the variant, the settings that shape it, the
-    thresholds that judge it, and the hashes of the source model, the data and the QAT model."""
-    th = profile.thresholds_for(variant.name, variant.variant_class)
-    config = {"variant": variant.name, "opset": profile.onnx_opset, "parity_samples": profile.parity_samples,
-              "thresholds": dataclasses.asdict(th), "data": job.data_key,
-              "representative_samples": profile.representative_samples if variant.needs_calibration else None,
-              "onnx_int8_encoding": profile.onnx_int8_encoding if _is_onnx_int8(variant) else None,
-              # what the record holds: a record made before these were measured is not current
-              "measures": ("parity", "weight_bytes") + (("kernel_fidelity-tieband",) if _is_int8(variant) else ()),
-              "emulated_cpus": _emulated_cpus(profile) if _is_int8(variant) else None,
-              # parity and kernel fidelity are measured on this CPU's kernels with these runtimes:
-              # a run directory carried to another machine re-measures instead of reusing verdicts
-              "measured_on": _measured_on()}
-    inputs = [source["sha256"]]
-    if variant.needs_qat:
-        qat_file = (qat_rec or {}).get("file")
-        inputs.append(qat_file["sha256"] if qat_file else "no-qat-model")
-    return rundir.stage_key("export", config, inputs)
-
-
-def _measured_on() -> dict:
-    from edgekit import machine
-
-    cpu, v = machine.describe(), rundir.versions()
-    return {"cpu_model": cpu["cpu_model"], "int8_flags": cpu["int8_flags"],
-            **{k: v.get(k) for k in ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")}}
-
-
-def _is_int8(variant) -> bool:
-    return variant.variant_class.startswith("int8")
-
-
-def _is_onnx_int8(variant) -> bool:
-    return variant.format == "onnx" and _is_int8(variant)
-
-
-def _emulated_cpus(profile: Profile) -> dict[str, bool] | None:
-    """The emulated parity CPUs and whether each can run here: a record made while qemu was
-    missing (rows "not measured") is redone once it is installed."""
-    from edgekit import emulation
-
-    cpus = [c for c in profile.parity_cpus if c != "native"]
-    return {c: emulation.available(c)[0] for c in cpus} or None
-
-
-def _blank_record(variant, key: str, status: str, error: str | None, profile: Profile | None = None) -> dict:
-    rec = {"status": status, "error": error, "key": key, "format": variant.format,
-           "variant_class": variant.variant_class, "reference": variant.reference,
-           "description": variant.description, "file": None, "files": [], "inputs": [], "outputs": [],
-           "parity": None, "kernel_fidelity": None, "audit": None, "checks": [], "seconds": 0.0}
-    if profile is not None and _is_onnx_int8(variant):
-        rec["onnx_int8_encoding"] = profile.onnx_int8_encoding
-    return rec
-
-
-def _export_variant(run_dir: Path, out_dir: Path, job: ModelJob, variant, inputs, key: str, profile: Profile,
-                    ref_outputs: dict, float_acc: float | None, fp32_size: dict, qat_problem,
-                    have_calibration: bool, progress: Progress) -> dict:
-    """Make one file atomically, validate it, judge it. Never raises for a variant's own failure."""
-    from edgekit.convert import io_details
-    from edgekit.cpu_parity import emulated_parity
-    from edgekit.fidelity import fast_outputs, kernel_fidelity
-    from edgekit.parity import accuracy_drop_points, check_thresholds, compare, describe_failures
-    from edgekit.quantize import audit_int8
-    from edgekit.weight_bytes import weight_bytes
-
-    suffix = variant.suffix if variant.suffix.startswith(".") else f".{variant.suffix}"
-    final = out_dir / f"{variant.name}{suffix}"
-    if variant.needs_calibration and not have_calibration:
-        return _skip(final, variant, key, "skipped", NO_CALIBRATION, job, progress)
-    if variant.needs_qat and qat_problem:
-        status, why = qat_problem
-        return _skip(final, variant, key, status, f"needs the QAT model: {why}", job, progress)
-
-    th = profile.thresholds_for(variant.name, variant.variant_class)
-    encoding = profile.onnx_int8_encoding if _is_onnx_int8(variant) else None
-    t0 = time.monotonic()
-    try:
-        with rundir.atomic_path(final) as tmp:
-            variant.make(inputs, tmp)
-            ins, outs = io_details(tmp)
-            outputs = fast_outputs(tmp, job.x_parity)  # the runtime's default path, as users run it
-            result = compare(ref_outputs[variant.reference], outputs, job.y_parity)
-            fidelity = audit = None
-            emulated: list[dict] = []
-            if _is_int8(variant):  # one more predict: the same file on the runtime's reference kernels
-                fidelity = kernel_fidelity(tmp, job.x_parity, th.min_kernel_agreement, fast=outputs,
-                                           encoding=encoding)
-                audit = audit_int8(tmp)
-                if any(c != "native" for c in profile.parity_cpus):
-                    progress.update(f"{variant.name}: parity on emulated CPUs "
-                                    f"{', '.join(c for c in profile.parity_cpus if c != 'native')}", model=job.name)
-                    emulated = emulated_parity(tmp, job.x_parity, ref_outputs[variant.reference], ref_outputs["float"],
-                                               job.y_parity, profile.parity_cpus, th.min_kernel_agreement, encoding)
-            weights = weight_bytes(tmp)
-    except Exception as e:  # a conversion library's own error types vary; record it, go on
-        if final.is_file():  # a stale file of an earlier run must not outlive this failure
-            final.unlink()
-        error = _one_line(e)
-        if not isinstance(e, EdgekitError):
-            tb = traceback.extract_tb(e.__traceback__)[-1]
-            error += f" (at {Path(tb.filename).name}:{tb.lineno})"
-        _loud(progress, job.name, variant.name, error)
-        rec = _blank_record(variant, key, "failed", error, profile)
-        rec["seconds"] = round(time.monotonic() - t0, 3)
-        return rec
-
-    file_rec = dict(rundir.file_record(run_dir, final), weight_bytes=int(weights))
-    parity = result.to_dict()
-    parity["float_accuracy"] = float_acc
-    parity["accuracy_drop_points"] = accuracy_drop_points(float_acc, result.accuracy)
-    fp32 = {} if variant.variant_class == "float" else fp32_size.get(variant.format) or {}
-    checks = check_thresholds(th, parity, file_rec["size_bytes"], fp32.get("size_bytes"),
-                              weight_bytes=file_rec["weight_bytes"], fp32_weight_bytes=fp32.get("weight_bytes"),
-                              kernel_fidelity=fidelity, emulated_parity=emulated)
-    if audit is not None:
-        checks.append({"name": "int8_audit", "limit": True, "value": bool(audit.get("passed")),
-                       "passed": bool(audit.get("passed")), "note": audit.get("reason")})
-    rec = _blank_record(variant, key, "ok", None, profile)
-    rec.update({"file": file_rec, "files": [file_rec], "inputs": ins, "outputs": outs, "parity": parity,
-                "kernel_fidelity": fidelity, "emulated_parity": emulated or None, "audit": audit, "checks": checks,
-                "seconds": round(time.monotonic() - t0, 3)})
-    failures = describe_failures(checks)
-    if failures:
-        rec["status"], rec["error"] = "failed", f"below the profile's thresholds: {failures}"
-        _loud(progress, job.name, variant.name, rec["error"] + f" (file kept: {file_rec['path']})")
-    else:
-        unmeasured = [c["name"] for c in checks if c["passed"] is None]
-        acc = "" if result.accuracy is None else f" accuracy={result.accuracy:.4f}"
-        kernels = "" if fidelity is None else f" kernel_agreement={fidelity['agreement']:.4f}"
-        progress.update(f"{variant.name} ok: {file_rec['size_bytes'] / 1024:.1f} KiB (weights "
-                        f"{file_rec['weight_bytes'] / 1024:.1f} KiB) agreement="
-                        f"{result.agreement:.4f} max_abs_diff={result.max_abs_diff:.3g}{acc}{kernels}"
-                        + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else ""),
-                        model=job.name)
-    return rec
-
-
-def _skip(final: Path, variant, key: str, status: str, why: str, job: ModelJob, progress: Progress) -> dict:
-    if final.is_file():  # the manifest must not list, nor the folder hold, a file it no longer vouches for
-        final.unlink()
-    if status == "failed":
-        _loud(progress, job.name, variant.name, why)
-    else:
-        progress.update(f"{variant.name} skipped: {why}", model=job.name)
-    return _blank_record(variant, key, status, why)
-
-
-def _loud(progress: Progress, model: str, variant: str, message: str) -> None:
-    """A failed variant is never quiet: a progress line, and a line on stderr even with --quiet."""
-    progress.update(f"{variant} FAILED: {message}", model=model)
-    if progress.quiet or progress.stream is not sys.stderr:
-        print(f"edgekit: export {model} {variant} FAILED: {message}", file=sys.stderr, flush=True)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    msg = text[0] if text else ""
-    if not isinstance(e, EdgekitError):
-        msg = f"{type(e).__name__}: {msg}"
-    return msg[:500]
-
-
-# ---------------------------------------------------------------------------------------------
-# QAT
-
-def _qat(run_dir: Path, job: ModelJob, float_model: Callable[[], Any], source: dict, profile: Profile,
-         prev: dict | None, force: bool, progress: Progress):
-    """The QAT model: reused when fresh (not loaded here: nothing may need it), else wrapped,
-    fine-tuned and saved as qat.h5. Returns (model or None, record); a failure is recorded, not raised."""
-    import warnings
-
-    from edgekit.parity import predict_keras
-    from edgekit.quantize import finetune_qat, make_qat_model
-
-    key = rundir.stage_key("export-qat", {"epochs": profile.qat_epochs, "learning_rate": profile.qat_learning_rate,
-                                          "batch_size": QAT_BATCH_SIZE, "seed": job.seed, "data": job.data_key},
-                           [source["sha256"]])
-    base = {"status": "skipped", "error": None, "file": None, "files": [], "key": key, "accuracy": None,
-            "epochs": profile.qat_epochs, "learning_rate": profile.qat_learning_rate, "seconds": 0.0}
-    if job.x_fit is None or job.y_fit is None:
-        base["error"] = NO_QAT_DATA if job.x_fit is None else NO_QAT_LABELS
-        progress.update(f"QAT skipped: {base['error']}", model=job.name)
-        return None, base
-    path = run_dir / "export" / job.name / QAT_FILE
-    if not force and rundir.is_fresh(run_dir, prev, key):
-        progress.update(f"QAT model is current ({prev['file']['path']}); reused", model=job.name)
-        return None, prev
-
-    model = float_model()
-    t0 = time.monotonic()
-    progress.update(f"QAT fine-tuning ({profile.qat_epochs:g} epochs of {len(job.y_fit)} images)", model=job.name)
-    try:
-        qat_model = make_qat_model(model)
-        fit = finetune_qat(qat_model, job.x_fit, job.y_fit, epochs=profile.qat_epochs,
-                           learning_rate=profile.qat_learning_rate, batch_size=QAT_BATCH_SIZE, seed=job.seed)
-        with rundir.atomic_path(path) as tmp, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy")  # chosen on purpose: QAT_FILE
-            qat_model.save(str(tmp))
-    except ModelError as e:
-        return None, _qat_failed(base, path, str(e), t0, job, progress)
-    except Exception as e:  # tfmot/TF errors: the QAT variants fail, the rest go on
-        return None, _qat_failed(base, path, _one_line(e), t0, job, progress)
-    file_rec = rundir.file_record(run_dir, path)
-    acc = _accuracy(predict_keras(qat_model, job.x_parity), job.y_parity)
-    rec = dict(base, status="ok", file=file_rec, files=[file_rec], accuracy=acc, fit=fit,
-               seconds=round(time.monotonic() - t0, 3))
-    progress.update(f"QAT done in {rec['seconds']:.0f}s" + ("" if acc is None else f", accuracy={acc:.4f}"),
-                    model=job.name)
-    return qat_model, rec
-
-
-def _qat_failed(base: dict, path: Path, error: str, t0: float, job: ModelJob, progress: Progress) -> dict:
-    if path.is_file():
-        path.unlink()
-    _loud(progress, job.name, "qat", error)
-    return dict(base, status="failed", error=error, seconds=round(time.monotonic() - t0, 3))
 
 
 # ---------------------------------------------------------------------------------------------

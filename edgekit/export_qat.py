@@ -1,0 +1,76 @@
+"""The QAT model of `edgekit export`: made once per model (wrapped, fine-tuned, saved as qat.h5)
+for the variants that need it, reused while its key is fresh; a failure is recorded, not raised.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekit import rundir
+from edgekit.config import Profile
+from edgekit.errors import ModelError
+from edgekit.export_job import ModelJob, accuracy
+from edgekit.export_variant import loud, one_line
+from edgekit.progress import Progress
+
+QAT_BATCH_SIZE = 128
+# HDF5, not .keras: tf_keras 2.21 saves a tfmot QAT model as .keras but cannot load it back
+# ("Layer 'quantize_layer' expected 5 variables, but received 3"); .h5 round-trips exactly.
+QAT_FILE = "qat.h5"
+NO_QAT_DATA = ("QAT needs labelled training data; pass --calibration-data FILE.npz with x (inputs) "
+               "and y (labels)")
+NO_QAT_LABELS = "QAT needs labels; add y (integer labels) to the --calibration-data .npz"
+
+
+def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], Any], source: dict,
+                      profile: Profile, prev: dict | None, force: bool, progress: Progress):
+    """The QAT model: reused when fresh (not loaded here: nothing may need it), else wrapped,
+    fine-tuned and saved as qat.h5. Returns (model or None, record); a failure is recorded, not raised."""
+    import warnings
+
+    from edgekit.parity import predict_keras
+    from edgekit.quantize import finetune_qat, make_qat_model
+
+    key = rundir.stage_key("export-qat", {"epochs": profile.qat_epochs, "learning_rate": profile.qat_learning_rate,
+                                          "batch_size": QAT_BATCH_SIZE, "seed": job.seed, "data": job.data_key},
+                           [source["sha256"]])
+    base = {"status": "skipped", "error": None, "file": None, "files": [], "key": key, "accuracy": None,
+            "epochs": profile.qat_epochs, "learning_rate": profile.qat_learning_rate, "seconds": 0.0}
+    if job.x_fit is None or job.y_fit is None:
+        base["error"] = NO_QAT_DATA if job.x_fit is None else NO_QAT_LABELS
+        progress.update(f"QAT skipped: {base['error']}", model=job.name)
+        return None, base
+    path = run_dir / "export" / job.name / QAT_FILE
+    if not force and rundir.is_fresh(run_dir, prev, key):
+        progress.update(f"QAT model is current ({prev['file']['path']}); reused", model=job.name)
+        return None, prev
+
+    model = float_model()
+    t0 = time.monotonic()
+    progress.update(f"QAT fine-tuning ({profile.qat_epochs:g} epochs of {len(job.y_fit)} images)", model=job.name)
+    try:
+        qat_model = make_qat_model(model)
+        fit = finetune_qat(qat_model, job.x_fit, job.y_fit, epochs=profile.qat_epochs,
+                           learning_rate=profile.qat_learning_rate, batch_size=QAT_BATCH_SIZE, seed=job.seed)
+        with rundir.atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy")  # chosen on purpose: QAT_FILE
+            qat_model.save(str(tmp))
+    except ModelError as e:
+        return None, _qat_failed(base, path, str(e), t0, job, progress)
+    except Exception as e:  # tfmot/TF errors: the QAT variants fail, the rest go on
+        return None, _qat_failed(base, path, one_line(e), t0, job, progress)
+    file_rec = rundir.file_record(run_dir, path)
+    acc = accuracy(predict_keras(qat_model, job.x_parity), job.y_parity)
+    rec = dict(base, status="ok", file=file_rec, files=[file_rec], accuracy=acc, fit=fit,
+               seconds=round(time.monotonic() - t0, 3))
+    progress.update(f"QAT done in {rec['seconds']:.0f}s" + ("" if acc is None else f", accuracy={acc:.4f}"),
+                    model=job.name)
+    return qat_model, rec
+
+
+def _qat_failed(base: dict, path: Path, error: str, t0: float, job: ModelJob, progress: Progress) -> dict:
+    if path.is_file():
+        path.unlink()
+    loud(progress, job.name, "qat", error)
+    return dict(base, status="failed", error=error, seconds=round(time.monotonic() - t0, 3))
