@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.config import Thresholds
-from edgekit.parity import accuracy_drop_points, compare
+from edgekit.agreement import accuracy_drop_points, compare
 
 # Under qemu one file takes ~6 s (fast path) + ~18 s (reference path) per 1,000 images on an idle
 # core (bench/RESULTS.md): 1,000 images keep each CPU's agreement in steps of 0.001.

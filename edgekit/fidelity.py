@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.parity import compare
+from edgekit.agreement import compare
 
 # Two logits, each moved by at most one output step of rounding, can swap when their gap is
 # at most two steps: such images are near-ties, not evidence against the kernels.
