@@ -107,7 +107,7 @@ def _resolve_profile(export: dict, given: str | Path | Profile | None, run_dir: 
         return profile_from_dict(recorded)
     except TypeError as e:
         raise ConfigError(f"the profile recorded in {run_dir / rundir.MANIFEST} is unreadable ({e}); "
-                          "pass --profile NAME") from None
+                          "pass --profile NAME") from e
 
 
 def _read_baseline(path: Path) -> dict:

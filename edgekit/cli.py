@@ -33,8 +33,8 @@ DEPRECATED = {("train", "--model"): "--network", ("run", "--model"): "--network"
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2, got '{text}'") from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2, got '{text}'") from e
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers like 1,2, got '{text}'")
     return values

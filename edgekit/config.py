@@ -124,9 +124,9 @@ def load_profile(name_or_path: str = "default") -> Profile:
     try:
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: invalid TOML ({e}); fix the file") from None
+        raise ConfigError(f"{p}: invalid TOML ({e}); fix the file") from e
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read the profile ({e}); check the file") from None
+        raise ConfigError(f"{p}: cannot read the profile ({e}); check the file") from e
     known = {f.name for f in dataclasses.fields(Profile)} - {"thresholds", "source"}
     unknown = set(raw) - known - {"thresholds"}
     if unknown:

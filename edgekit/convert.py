@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.errors import ConfigError, ExportError, ModelError
+from edgekit.errors import ConfigError, ExportError, ModelError, one_line
 
 OUTPUT_NAME = "logits"  # the one output of every file (the input is ConversionInputs.input_name)
 
@@ -66,8 +66,7 @@ def _tflite(model, path: Path, configure: Callable[[Any], None], what: str, inpu
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             data = converter.convert()
     except Exception as e:  # the converter raises ConverterError/ValueError/RuntimeError
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ExportError(f"TFLite {what} conversion of '{model.name}' failed ({type(e).__name__}: {first}); "
+        raise ExportError(f"TFLite {what} conversion of '{model.name}' failed ({one_line(e, 200)}); "
                           f"check the model's layers are TFLite-supported") from e
     Path(path).write_bytes(_name_io_tensors(data))
 
@@ -247,8 +246,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
 def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[name]
-    except KeyError:
-        raise ConfigError(f"unknown variant '{name}'; choose from {', '.join(VARIANTS)}") from None
+    except KeyError as e:
+        raise ConfigError(f"unknown variant '{name}'; choose from {', '.join(VARIANTS)}") from e
 
 
 # ----------------------------------------------------------------------------- file I/O details
@@ -276,7 +275,7 @@ def _tflite_io(path: Path) -> tuple[list[dict], list[dict]]:
         it = Interpreter(model_path=str(path),
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     except (ValueError, RuntimeError) as e:
-        raise ModelError(f"{path}: LiteRT cannot load this file ({e}); re-export it") from None
+        raise ModelError(f"{path}: LiteRT cannot load this file ({e}); re-export it") from e
 
     keys: dict[int, tuple[str, str]] = {}  # tensor index -> (signature, key)
     for sig in it.get_signature_list():
@@ -302,7 +301,7 @@ def _onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf DecodeError and friends
-        raise ModelError(f"{path}: not a readable ONNX file ({type(e).__name__}); re-export it") from None
+        raise ModelError(f"{path}: not a readable ONNX file ({type(e).__name__}); re-export it") from e
     inits = {i.name for i in model.graph.initializer}
 
     def one(vi) -> dict:

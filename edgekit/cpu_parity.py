@@ -20,6 +20,7 @@ import numpy as np
 
 from edgekit.config import Thresholds
 from edgekit.agreement import accuracy_drop_points, compare
+from edgekit.errors import one_line
 
 # Under qemu one file takes ~6 s (fast path) + ~18 s (reference path) per 1,000 images on an idle
 # core (bench/RESULTS.md): 1,000 images keep each CPU's agreement in steps of 0.001.
@@ -55,7 +56,7 @@ def emulated_parity(path: str | Path, x: np.ndarray, reference: np.ndarray, floa
             out = emulation.run_emulated(cpu, [Path(path)], x[:n], timeout_s=EMULATION_TIMEOUT_S,
                                          kinds=("fast",))[str(Path(path))]
         except Exception as e:  # qemu crashed or timed out: this CPU's rows fail; native results stand
-            records.append({**base, "status": "error", "reason": (str(e).splitlines() or [type(e).__name__])[0][:300]})
+            records.append({**base, "status": "error", "reason": one_line(e)})
             continue
         if native_reference is None:
             native_reference = get_runtime(pair.runtime).open(path, threads=1, **pair.reference).predict(x[:n])

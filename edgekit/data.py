@@ -115,16 +115,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found; check the path or re-download the data set") from None
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: file not found; check the path or re-download the data set") from e
     except OSError as e:
-        raise DataError(f"{path}: cannot read the file ({e.strerror or e}); check the path and its permissions") from None
+        raise DataError(f"{path}: cannot read the file ({e.strerror or e}); check the path and its permissions") from e
     if raw[:2] == b"\x1f\x8b" or path.suffix == ".gz":  # gzip by content, whatever the name
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
             raise DataError(f"{path}: corrupt or truncated gzip data ({e}); re-download or "
-                            f"re-extract the file") from None
+                            f"re-extract the file") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number 0x{raw[:4].hex() or 'empty'}); "
                         f"expected MNIST-style IDX data (magic 0x000008NN), re-download the file")
@@ -177,7 +177,7 @@ def load_npz(path: str | os.PathLike, name: str | None = None, num_classes: int 
         raise
     except Exception as e:  # zipfile.BadZipFile, ValueError (pickled objects), EOFError...
         raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); re-create it "
-                        f"with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)") from None
+                        f"with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)") from e
     return _checked(name or path.stem, str(path), arrays, num_classes,
                     {k: f"{path}[{k}]" for k in NPZ_KEYS})
 
@@ -297,7 +297,7 @@ def load_mnist(data_dir: str | None = None, allow_download: bool | None = None) 
         (x_tr, y_tr), (x_te, y_te) = tf_keras.datasets.mnist.load_data()  # downloads into the cache
     except Exception as e:  # network, proxy, disk: say what happened and what to do instead
         raise DataError(f"MNIST download failed ({type(e).__name__}: {e}); put mnist.npz at {cache} "
-                        f"or pass --data-dir with mnist.npz or the four MNIST IDX files") from None
+                        f"or pass --data-dir with mnist.npz or the four MNIST IDX files") from e
     return _checked("mnist", str(cache), {"x_train": x_tr, "y_train": y_tr, "x_test": x_te,
                                                "y_test": y_te}, 10, {})
 
@@ -370,7 +370,7 @@ def load_calibration(path: str | os.PathLike, input_shape: tuple[int, ...]) -> t
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
     want = tuple(int(d) for d in input_shape)
     if tuple(x.shape[1:]) != want:
         if tuple(x.shape[1:]) + (1,) == want:

@@ -169,8 +169,8 @@ def child_features(cpu: str) -> dict:
 def _get(cpu: str) -> EmulatedCpu:
     try:
         return EMULATED_CPUS[cpu]
-    except KeyError:
-        raise ConfigError(f"unknown parity CPU '{cpu}'; use native or one of {', '.join(EMULATED_CPUS)}") from None
+    except KeyError as e:
+        raise ConfigError(f"unknown parity CPU '{cpu}'; use native or one of {', '.join(EMULATED_CPUS)}") from e
 
 
 def _command(spec: EmulatedCpu, python_args: list[str]) -> tuple[list[str], dict]:

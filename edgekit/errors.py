@@ -49,3 +49,21 @@ class UntrustedModelError(ModelError):
     --trust-model), or an edgekit file changed since the stage that wrote it recorded its hash.
     Exit code 2: the user's input is what is wrong."""
     exit_code = EXIT_USAGE
+
+
+def one_line(e: BaseException, limit: int = 300, where: bool = False) -> str:
+    """An error as one line for a record or a message: its first line, cut at `limit`, prefixed
+    with its type when it is not edgekit's own (a library's message alone rarely says whose it is);
+    `where=True` adds the file and line it was raised at (worker crashes, where no traceback is kept)."""
+    lines = str(e).strip().splitlines()
+    msg = lines[0][:limit] if lines else ""
+    if isinstance(e, EdgekitError):
+        return msg
+    at = ""
+    if where and e.__traceback__ is not None:
+        import traceback
+        from pathlib import Path
+
+        tb = traceback.extract_tb(e.__traceback__)
+        at = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{type(e).__name__}: {msg}{at}" if msg else f"{type(e).__name__}{at}"

@@ -122,8 +122,8 @@ NETWORKS: dict[str, Network] = {n.name: n for n in [
 def get_network(name: str) -> Network:
     try:
         return NETWORKS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model '{name}'; choose one of {', '.join(NETWORKS)}") from None
+    except KeyError as e:
+        raise ConfigError(f"unknown model '{name}'; choose one of {', '.join(NETWORKS)}") from e
 
 
 def build_model(name: str, input_shape=(28, 28, 1), num_classes: int = 10):

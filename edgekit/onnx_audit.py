@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import ExportError
+from edgekit.errors import ExportError, one_line
 
 # op type -> index of its weight input; integer kernels first, then float ones (any domain).
 INTEGER_MAC_OPS = {"QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3, "ConvInteger": 1, "MatMulInteger": 1,
@@ -61,8 +61,7 @@ def onnx_mac_ops(path: Path, graph_optimization: str = "all") -> list[dict]:
             ort.InferenceSession(str(path), session_options(1, graph_optimization, opt_path),
                                  providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own Fail/InvalidGraph types
-            raise ExportError(f"{path}: ONNX Runtime cannot load this file ({type(e).__name__}: "
-                              f"{(str(e).splitlines() or [''])[0][:160]}); re-export it") from None
+            raise ExportError(f"{path}: ONNX Runtime cannot load this file ({one_line(e, 160)}); re-export it") from e
         model = onnx.load(opt_path)
         shapes = _probe_shapes(model)
     inits = {i.name: tuple(int(d) for d in i.dims) for i in model.graph.initializer}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import ConfigError, ExportError
+from edgekit.errors import ConfigError, ExportError, one_line
 from edgekit.onnx_audit import onnx_mac_ops, onnx_weight_dtypes  # noqa: F401  (re-exported)
 from edgekit.onnx_rewrite import WEIGHTED, _Graph, rewrite_qat_onnx  # noqa: F401  (re-exported)
 
@@ -154,8 +154,7 @@ def keras_to_onnx(model, opset: int, input_name: str):
     try:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     except Exception as e:  # tf2onnx raises bare Exception/ValueError for unsupported ops
-        raise ExportError(f"tf2onnx cannot convert model '{model.name}' ({type(e).__name__}: "
-                          f"{(str(e).splitlines() or [''])[0][:200]}); use layers with ONNX equivalents") from None
+        raise ExportError(f"tf2onnx cannot convert model '{model.name}' ({one_line(e, 200)}); use layers with ONNX equivalents") from e
     nhwc_reshape_as_transpose(proto)
     return proto
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import ConfigError, ModelError
+from edgekit.errors import ConfigError, ModelError, one_line
 
 MIN_INT8_WEIGHT_FRACTION = 0.95   # share of MAC-op weight elements stored as int8
 MIN_INTEGER_MAC_FRACTION = 0.95   # share of MACs in integer kernels after runtime optimization
@@ -40,13 +40,13 @@ def make_qat_model(float_model):
         text = str(e)
         m = re.search(r"Layer (\S+):<class '[\w.]*?(\w+)'>", text)
         if m:
-            raise ModelError(_unsupported(m.group(1), m.group(2))) from None
+            raise ModelError(_unsupported(m.group(1), m.group(2))) from e
         bad = _first_unsupported(float_model)
         if bad is not None:
-            raise ModelError(_unsupported(bad.name, type(bad).__name__)) from None
+            raise ModelError(_unsupported(bad.name, type(bad).__name__)) from e
         raise ModelError(f"tensorflow-model-optimization cannot wrap model '{float_model.name}' for QAT "
-                         f"({type(e).__name__}: {(text.splitlines() or [''])[0][:160]}); the float variants are still "
-                         f"exported, drop the *-int8-qat variants") from None
+                         f"({one_line(e, 160)}); the float variants are still "
+                         f"exported, drop the *-int8-qat variants") from e
     _FLOAT_SOURCE[qat] = float_model  # lets finetune_qat start the activation ranges from it
     return qat
 
@@ -235,7 +235,7 @@ def tflite_mac_ops(path: Path) -> tuple[list[dict], dict[str, int]]:
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
-        raise ModelError(f"{path}: LiteRT cannot load this file ({e}); re-export it") from None
+        raise ModelError(f"{path}: LiteRT cannot load this file ({e}); re-export it") from e
     details = it._get_ops_details()
     producer = {o: op for op in details for o in op["outputs"]}
 

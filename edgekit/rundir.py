@@ -97,10 +97,10 @@ def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunDirError(f"{path} does not exist; run the stage that writes it first") from None
+    except FileNotFoundError as e:
+        raise RunDirError(f"{path} does not exist; run the stage that writes it first") from e
     except json.JSONDecodeError as e:
-        raise RunDirError(f"{path} is not valid JSON ({e}); delete it and re-run the stage") from None
+        raise RunDirError(f"{path} is not valid JSON ({e}); delete it and re-run the stage") from e
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -190,16 +190,16 @@ def make_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+    except FileExistsError as e:
         raise RunDirError(f"{path}: cannot create this directory: a file with that name is in the way; "
-                          f"choose another --out") from None
-    except NotADirectoryError:
+                          f"choose another --out") from e
+    except NotADirectoryError as e:
         blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path)
         raise RunDirError(f"{path}: cannot create this directory: {blocker} is a file, not a directory; "
-                          f"choose another --out") from None
-    except PermissionError:
+                          f"choose another --out") from e
+    except PermissionError as e:
         raise RunDirError(f"{path}: cannot create this directory: permission denied; "
-                          f"choose a writable --out") from None
+                          f"choose a writable --out") from e
     except OSError as e:
         raise RunDirError(f"{path}: cannot create this directory ({e.strerror}); choose another --out") from e
     return path

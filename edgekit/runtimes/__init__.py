@@ -74,8 +74,8 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in [
 def get_runtime(name: str) -> Runtime:
     try:
         return RUNTIMES[name]
-    except KeyError:
-        raise ConfigError(f"unknown runtime '{name}'; choose one of {', '.join(RUNTIMES)}") from None
+    except KeyError as e:
+        raise ConfigError(f"unknown runtime '{name}'; choose one of {', '.join(RUNTIMES)}") from e
 
 
 def runtime_for(path: str | Path) -> Runtime:
