@@ -233,13 +233,31 @@ def stage(manifest: dict, name: str) -> dict:
     return manifest.setdefault("stages", {}).setdefault(name, {})
 
 
+def section(manifest: dict, name: str) -> dict:
+    """The stage's section of the manifest for reading: {} if absent (never creates it)."""
+    stages = manifest.get("stages")
+    found = stages.get(name) if isinstance(stages, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def model_records(manifest: dict, stage_name: str) -> dict[str, dict]:
+    """Per-model records of a stage (`stages.<stage>.models`), {} if none: train's networks,
+    export's models (each with its variants)."""
+    models = section(manifest, stage_name).get("models")
+    return models if isinstance(models, dict) else {}
+
+
+def model_record(manifest: dict, stage_name: str, model: str) -> dict:
+    """One model's record in a stage, {} if the stage has not recorded it."""
+    return model_records(manifest, stage_name).get(model) or {}
+
+
 def require_stage(run_dir: str | os.PathLike, name: str, hint: str) -> dict:
     """The stage's section, or a one-line error saying which command produces it."""
-    m = load_manifest(run_dir)
-    section = m.get("stages", {}).get(name)
-    if not section:
+    found = section(load_manifest(run_dir), name)
+    if not found:
         raise RunDirError(f"{Path(run_dir) / MANIFEST} has no '{name}' stage; {hint}")
-    return section
+    return found
 
 
 def versions() -> dict:

@@ -267,3 +267,14 @@ def test_out_below_a_regular_file_is_the_users_error_with_path_and_reason(tmp_pa
     with pytest.raises(RunDirError, match="a file with that name is in the way"):
         rundir.make_dir(blocker)
     assert blocker.read_text() == "a file, not a folder"  # nothing was written over the user's file
+
+
+def test_manifest_accessors_read_without_creating():
+    m = {"stages": {"train": {"models": {"cnn": {"accuracy": 0.9}}}, "bench": "not a dict"}}
+    assert rundir.section(m, "train")["models"]["cnn"]["accuracy"] == 0.9
+    assert rundir.section(m, "export") == {} and "export" not in m["stages"]
+    assert rundir.section(m, "bench") == {}               # a damaged section reads as absent
+    assert rundir.section({}, "train") == {} and rundir.section({"stages": []}, "train") == {}
+    assert rundir.model_records(m, "train") == {"cnn": {"accuracy": 0.9}}
+    assert rundir.model_record(m, "train", "cnn") == {"accuracy": 0.9}
+    assert rundir.model_record(m, "train", "mlp") == {} and rundir.model_record(m, "export", "cnn") == {}
