@@ -7,14 +7,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgekit.emulation import EMULATED_CPUS
 from edgekit.errors import ConfigError
+from edgekit.models import NETWORKS
+from edgekit.variants import EXPORT_VARIANTS, THRESHOLD_CLASSES
 
-NETWORK_NAMES = ("mlp", "cnn", "resnet")
-# The export variants and their threshold classes (edgekit.convert.VARIANTS implements them;
-# tests/test_config.py keeps the two in step). Kept here so a profile loads without TensorFlow.
-VARIANT_NAMES = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8-ptq", "tflite-int8-qat",
-                 "onnx-fp32", "onnx-int8-ptq", "onnx-int8-qat")
-VARIANT_CLASSES = ("float", "fp16", "dynamic", "int8-ptq", "int8-qat")
+# Names come from their registries (all importable without TensorFlow), never spelled out here.
+NETWORK_NAMES: tuple[str, ...] = tuple(NETWORKS)
+VARIANT_NAMES: tuple[str, ...] = tuple(EXPORT_VARIANTS)      # what a profile may list
+VARIANT_CLASSES: tuple[str, ...] = THRESHOLD_CLASSES         # what a profile may set thresholds for
 # How int8 ONNX files store weights. "u8u8": uint8 activations and uint8 weights (symmetric int8
 # codes + 128, zero point 128): exact, and no CPU's integer kernel saturates on it. "u8s8": int8
 # weights, fastest on CPUs with VNNI (AVX512-VNNI, AVX-VNNI), but ORT's AVX2 kernel adds weight
@@ -22,7 +23,7 @@ VARIANT_CLASSES = ("float", "fp16", "dynamic", "int8-ptq", "int8-qat")
 ONNX_INT8_ENCODINGS = ("u8u8", "u8s8")
 # CPUs the int8 parity is also run on: "native" is this machine; the others run the same files
 # under qemu-user (edgekit.emulation), for verdicts on CPUs nobody here owns. Never timed.
-PARITY_CPUS = ("native", "x86-avx2", "x86-sse4", "arm64")
+PARITY_CPUS: tuple[str, ...] = ("native", *EMULATED_CPUS)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""One registry of export variants: how each TFLite/ONNX file is made from the Keras models.
+"""How each export variant's file is made from the Keras models (the rows live in edgekit.variants).
 
 Every TFLite file is converted from one concrete function, `{"logits": model(image)}`, with a
 dynamic batch dimension (runtimes can resize it), so every file, QAT ones included, has one
@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.errors import ConfigError, ExportError, ModelError, one_line
+from edgekit.variants import EXPORT_VARIANTS as VARIANTS, Variant, get_variant  # noqa: F401  (TEMP alias)
 
 OUTPUT_NAME = "logits"  # the one output of every file (the input is ConversionInputs.input_name)
 
@@ -33,20 +34,6 @@ class ConversionInputs:
     opset: int = 17
     input_name: str = "image"
     onnx_int8_encoding: str = "u8u8"  # weight storage of the int8 ONNX files (edgekit.onnx_int8.encode_weights)
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str            # "tflite-int8-qat"
-    format: str          # "tflite" | "onnx"
-    variant_class: str   # "float" | "fp16" | "dynamic" | "int8-ptq" | "int8-qat"
-    needs_qat: bool
-    needs_calibration: bool
-    io_dtype: str        # "float32" | "int8"
-    suffix: str          # ".tflite" | ".onnx"
-    reference: str       # "float" | "qat": which Keras model its parity is judged against
-    make: Callable[[ConversionInputs, Path], None]  # writes the file at the given (temporary) path
-    description: str
 
 
 # ----------------------------------------------------------------------------- TFLite
@@ -207,47 +194,16 @@ def make_onnx_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
         ptq_onnx_int8(fp32, x, path, inputs.input_name, encoding=inputs.onnx_int8_encoding)
 
 
-def _variant(name: str, format: str, variant_class: str, needs_qat: bool, needs_calibration: bool,
-             io_dtype: str, suffix: str, reference: str, make: Callable[[ConversionInputs, Path], None],
-             description: str) -> Variant:
-    """A registry entry whose `make` also checks the file's input dtype is the declared `io_dtype`,
-    so a converter that silently keeps float I/O (or a wrong flag) cannot pass for an int8 file."""
-    def checked(inputs: ConversionInputs, path: Path) -> None:
-        make(inputs, path)
-        got = io_details(path)[0][0]["dtype"]
-        if got != io_dtype:
-            Path(path).unlink(missing_ok=True)
-            raise ExportError(f"variant '{name}' declares {io_dtype} input but the converted file takes {got}; "
-                              f"fix the variant's converter settings or its declared io_dtype")
-    return Variant(name, format, variant_class, needs_qat, needs_calibration, io_dtype, suffix, reference,
-                   checked, description)
-
-
-VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    _variant("tflite-fp32", "tflite", "float", False, False, "float32", ".tflite", "float", make_tflite_fp32,
-             "TFLite float32, from the float Keras model"),
-    _variant("tflite-fp16", "tflite", "fp16", False, False, "float32", ".tflite", "float", make_tflite_fp16,
-             "TFLite with float16 weights (dequantized to float32 at load), float32 I/O"),
-    _variant("tflite-dynamic", "tflite", "dynamic", False, False, "float32", ".tflite", "float",
-             make_tflite_dynamic, "TFLite dynamic-range: int8 weights, float activations, float32 I/O"),
-    _variant("tflite-int8-ptq", "tflite", "int8-ptq", False, True, "int8", ".tflite", "float",
-             make_tflite_int8_ptq, "TFLite full-integer, post-training calibrated, int8 I/O"),
-    _variant("tflite-int8-qat", "tflite", "int8-qat", True, False, "int8", ".tflite", "qat",
-             make_tflite_int8_qat, "TFLite full-integer from the QAT model, int8 I/O"),
-    _variant("onnx-fp32", "onnx", "float", False, False, "float32", ".onnx", "float", make_onnx_fp32,
-             "ONNX float32 (tf2onnx), NHWC input 'image'"),
-    _variant("onnx-int8-ptq", "onnx", "int8-ptq", False, True, "float32", ".onnx", "float", make_onnx_int8_ptq,
-             "ONNX QDQ by ONNX Runtime static quantization (uint8 activations, per-channel 8-bit weights)"),
-    _variant("onnx-int8-qat", "onnx", "int8-qat", True, False, "float32", ".onnx", "qat", make_onnx_int8_qat,
-             "ONNX QDQ from the QAT model with int8 weights on the QAT grid (uint8 activations)"),
-]}
-
-
-def get_variant(name: str) -> Variant:
-    try:
-        return VARIANTS[name]
-    except KeyError as e:
-        raise ConfigError(f"unknown variant '{name}'; choose from {', '.join(VARIANTS)}") from e
+def make_checked(variant: Variant, inputs: ConversionInputs, path: Path) -> None:
+    """Write `variant`'s file with its converter, then check the file's input dtype is the declared
+    `io_dtype`, so a converter that silently keeps float I/O (or a wrong flag) cannot pass for an int8 file."""
+    make: Callable[[ConversionInputs, Path], None] = globals()[variant.maker]
+    make(inputs, path)
+    got = io_details(path)[0][0]["dtype"]
+    if got != variant.io_dtype:
+        Path(path).unlink(missing_ok=True)
+        raise ExportError(f"variant '{variant.name}' declares {variant.io_dtype} input but the converted file takes "
+                          f"{got}; fix the variant's converter settings or its declared io_dtype")
 
 
 # ----------------------------------------------------------------------------- file I/O details

@@ -42,12 +42,26 @@ def test_default_profile_has_every_variant():
     assert set(load_profile().variants) == CONTRACT_VARIANTS
 
 
-def test_variant_names_match_the_converter():
-    """config's TensorFlow-free list and edgekit.convert's registry must not drift apart."""
-    from edgekit.convert import VARIANTS
+def test_profile_names_come_from_the_registries():
+    """config spells no name itself: profiles validate against edgekit.variants, edgekit.models and
+    edgekit.emulation, and the public contract (the names users write in profiles) holds."""
+    from edgekit.emulation import EMULATED_CPUS
+    from edgekit.models import NETWORKS
+    from edgekit.variants import EXPORT_VARIANTS, VARIANTS, Role
 
-    assert set(config.VARIANT_NAMES) == set(VARIANTS) == CONTRACT_VARIANTS
-    assert set(config.VARIANT_CLASSES) == {v.variant_class for v in VARIANTS.values()} == CONTRACT_CLASSES
+    assert config.VARIANT_NAMES == tuple(EXPORT_VARIANTS) and set(config.VARIANT_NAMES) == CONTRACT_VARIANTS
+    assert set(config.VARIANT_CLASSES) == {v.variant_class for v in EXPORT_VARIANTS.values()} == CONTRACT_CLASSES
+    assert {v.role for v in VARIANTS.values() if v.name not in EXPORT_VARIANTS} == {Role.SOURCE, Role.QAT}
+    assert config.NETWORK_NAMES == tuple(NETWORKS) and config.PARITY_CPUS == ("native", *EMULATED_CPUS)
+
+
+def test_every_export_row_has_its_converter():
+    """A registry row names its converter by string (the registry stays TensorFlow-free): it must exist."""
+    import edgekit.convert as convert
+    from edgekit.variants import EXPORT_VARIANTS
+
+    missing = [v.name for v in EXPORT_VARIANTS.values() if not callable(getattr(convert, v.maker, None))]
+    assert not missing
 
 
 def test_profiles_dir_override(tmp_path, monkeypatch):

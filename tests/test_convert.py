@@ -183,11 +183,11 @@ def test_every_file_has_its_declared_io_dtype(made, mlp_made):
 
 
 def test_a_file_whose_io_dtype_differs_from_the_declared_one_is_refused(cnn, tmp_path):
-    from edgekit.convert import _variant, make_tflite_fp32
     from edgekit.errors import ExportError
+    from edgekit.variants import Format, Role, Variant, VariantClass
 
-    liar = _variant("tflite-int8-liar", "tflite", "int8-ptq", False, False, "int8", ".tflite", "float",
-                    make_tflite_fp32, "declares int8 I/O, converts float32")
+    liar = Variant("tflite-int8-liar", Format.TFLITE, VariantClass.INT8_PTQ, Role.EXPORT,
+                   "declares int8 I/O, converts float32", io_dtype="int8", maker="make_tflite_fp32")
     with pytest.raises(ExportError, match="declares int8 input but the converted file takes float32"):
         liar.make(cnn, tmp_path / "liar.tflite")
     assert not any(tmp_path.iterdir())
