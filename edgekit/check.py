@@ -27,14 +27,12 @@ from edgekit.config import Profile, Thresholds, load_profile, profile_from_dict
 from edgekit.errors import ConfigError, RunDirError
 from edgekit.latency import TimingSettings
 from edgekit.results import CheckRow, Gate, read_results, setting_label, write_gate
+from edgekit.runtimes import runtime_dists
+from edgekit.variants import float_export, is_int8_class
 from edgekit.stats import judge_regression
 
 # results.json settings that change what a latency figure means: --quick and the timing loop.
 TIMING_SETTINGS = ("quick", *(f.name for f in dataclasses.fields(TimingSettings)))
-# The distributions whose version decides a runtime's kernels (results.json "environment").
-# A runtime not listed here (a test's "numpy") is looked up under its own name.
-RUNTIME_DISTS = {"keras": ("tensorflow", "tf-keras"), "litert": ("ai-edge-litert",),
-                 "onnxruntime": ("onnxruntime",)}
 
 
 @dataclass(frozen=True)
@@ -157,7 +155,8 @@ def _variant_rows(run_dir: Path, model: str, mrec: dict,
         judged[(model, name)] = th
         state, ok, why = _file_state(run_dir, v["file"])
         rows.append(CheckRow(model, name, "file", state, "intact", ok, note=why))
-        ref_name = f"{v.get('format')}-fp32"
+        ref_variant = float_export(str(v.get("format")))
+        ref_name = ref_variant.name if ref_variant else "float32"
         ref = variants.get(ref_name) or {}
         ref_file = ref.get("file") or {}
         for c in check_thresholds(th, v["parity"], v["file"].get("size_bytes"), ref_file.get("size_bytes"),
@@ -166,7 +165,7 @@ def _variant_rows(run_dir: Path, model: str, mrec: dict,
                                   kernel_fidelity=v.get("kernel_fidelity"),
                                   emulated_parity=v.get("emulated_parity")):
             rows.append(_threshold_row(model, name, c, ref_name))
-        if str(v.get("variant_class", "")).startswith("int8"):
+        if is_int8_class(v.get("variant_class")):
             audit = v.get("audit") or {}
             rows.append(CheckRow(model, name, "int8_audit", "passed" if audit.get("passed") else
                                  ("missing" if not audit else "failed"), "passed", bool(audit.get("passed")),
@@ -294,7 +293,7 @@ def _unlike_records(rec: dict, old: dict, env: dict, base_env: dict) -> str:
     """What makes this pair of measurements incomparable (runtime version, file); '' if nothing."""
     reasons = []
     versions = [f"{d} {env.get(d) or 'not recorded'} vs {base_env.get(d) or 'not recorded'}"
-                for d in RUNTIME_DISTS.get(rec.get("runtime"), (rec.get("runtime"),)) if env.get(d) != base_env.get(d)]
+                for d in runtime_dists(str(rec.get("runtime"))) if env.get(d) != base_env.get(d)]
     if versions:
         reasons.append("runtime versions differ: " + ", ".join(versions))
     new_hash, old_hash = rec.get("sha256"), old.get("sha256")

@@ -144,7 +144,7 @@ def make_tflite_dynamic(inputs: ConversionInputs, path: Path) -> None:
 def make_tflite_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
     import tensorflow as tf
 
-    x = _require_calibration(inputs, "tflite-int8-ptq")
+    x = inputs.representative   # present: make_checked requires it for this row
 
     def configure(c):
         c.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -158,7 +158,7 @@ def make_tflite_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
 def make_tflite_int8_qat(inputs: ConversionInputs, path: Path) -> None:
     import tensorflow as tf
 
-    qat = _require_qat(inputs, "tflite-int8-qat")
+    qat = inputs.qat_model      # present: make_checked requires it for this row
 
     def configure(c):  # ranges come from the QAT quantizers: no representative set, and asking
         c.optimizations = [tf.lite.Optimize.DEFAULT]  # for TFLITE_BUILTINS_INT8 would demand one
@@ -180,14 +180,14 @@ def make_onnx_fp32(inputs: ConversionInputs, path: Path) -> None:
 def make_onnx_int8_qat(inputs: ConversionInputs, path: Path) -> None:
     from edgekit.onnx_int8 import qat_onnx_int8
 
-    qat_onnx_int8(_require_qat(inputs, "onnx-int8-qat"), path, inputs.opset, inputs.input_name,
+    qat_onnx_int8(inputs.qat_model, path, inputs.opset, inputs.input_name,
                   encoding=inputs.onnx_int8_encoding)
 
 
 def make_onnx_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
     from edgekit.onnx_int8 import ptq_onnx_int8
 
-    x = _require_calibration(inputs, "onnx-int8-ptq")
+    x = inputs.representative
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         make_onnx_fp32(inputs, fp32)
@@ -195,8 +195,13 @@ def make_onnx_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
 
 
 def make_checked(variant: Variant, inputs: ConversionInputs, path: Path) -> None:
-    """Write `variant`'s file with its converter, then check the file's input dtype is the declared
+    """Write `variant`'s file with its converter (after checking it has the QAT model or calibration
+    images its row says it needs), then check the file's input dtype is the declared
     `io_dtype`, so a converter that silently keeps float I/O (or a wrong flag) cannot pass for an int8 file."""
+    if variant.needs_calibration:
+        _require_calibration(inputs, variant.name)
+    if variant.needs_qat:
+        _require_qat(inputs, variant.name)
     make: Callable[[ConversionInputs, Path], None] = globals()[variant.maker]
     make(inputs, path)
     got = io_details(path)[0][0]["dtype"]

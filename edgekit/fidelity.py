@@ -22,6 +22,7 @@ CPU's kernels, not of the file, and the verdict names the runtime option to avoi
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.agreement import compare
+from edgekit.runtimes import RUNTIMES
 
 # Two logits, each moved by at most one output step of rounding, can swap when their gap is
 # at most two steps: such images are near-ties, not evidence against the kernels.
@@ -37,19 +39,17 @@ TIE_BAND_STEPS = 2.0
 
 @dataclass(frozen=True)
 class KernelPair:
-    """A runtime's fast path (its default options) and its reference path, as registry options."""
+    """A runtime's fast path and reference path (edgekit.runtimes.KernelPaths) with its name."""
     runtime: str          # edgekit.runtimes.RUNTIMES name
-    fast: dict            # options for the fast path: what users get by default
+    fast: dict
     fast_label: str
-    reference: dict       # options for the path that follows the file's graph
+    reference: dict
     reference_label: str
+    avoid: str
 
 
-PAIRS: dict[str, KernelPair] = {p.runtime: p for p in [
-    KernelPair("onnxruntime", {"graph_optimization": "all"}, "graph_optimization=all",
-               {"graph_optimization": "disable"}, "graph_optimization=disable"),
-    KernelPair("litert", {"xnnpack": True}, "xnnpack=on", {"xnnpack": False}, "xnnpack=off"),
-]}
+PAIRS: dict[str, KernelPair] = {name: KernelPair(name, **dataclasses.asdict(rt.kernels))
+                                for name, rt in RUNTIMES.items() if rt.kernels is not None}
 
 
 def pair_for(path: str | Path) -> KernelPair:
@@ -154,11 +154,9 @@ def fidelity_record(pair: KernelPair, result: dict[str, Any], threshold: float |
 
 
 def avoid_text(pair: KernelPair, cpu_class: str, encoding: str | None = None) -> str:
-    """What a deployer should not run this file with, and what to do instead."""
-    if pair.runtime == "onnxruntime":
-        text = (f"ONNX Runtime graph optimizations (ORT_ENABLE_ALL) on this CPU ({cpu_class}): "
-                f"run with ORT_DISABLE_ALL")
-        if encoding != "u8u8":
-            text += ' or re-export with onnx_int8_encoding = "u8u8"'
-        return text
-    return f"the XNNPACK delegate on this CPU ({cpu_class}): run with the builtin kernels"
+    """What a deployer should not run this file with, and what to do instead. `encoding` is set
+    only for int8 ONNX files: a saturating (u8s8) one can also be re-exported as u8u8."""
+    text = pair.avoid.format(cpu_class=cpu_class)
+    if encoding is not None and encoding != "u8u8":
+        text += ' or re-export with onnx_int8_encoding = "u8u8"'
+    return text

@@ -13,6 +13,7 @@ from pathlib import Path
 from edgekit import rundir
 from edgekit.config import NETWORK_NAMES, Profile, TrainConfig, load_profile
 from edgekit.progress import Progress
+from edgekit.variants import Role, keras_variant
 
 # --quick: enough of everything to show the whole pipeline in a couple of minutes.
 QUICK_TRAIN_LIMIT = 6000       # training images
@@ -131,7 +132,7 @@ def summary_table(run_dir: str | Path, gate=None) -> str:
         erec = stages.get("export", {}).get("models", {}).get(net, {})
         # the Keras row on the same test images as the variants' parity (a subset under --quick)
         keras_acc = erec.get("float_accuracy", trec.get("metrics", {}).get("test_accuracy"))
-        rows = [("keras-fp32", "ok", keras_acc, 1.0, trec["files"][0]["size_bytes"])]
+        rows = [(keras_variant(Role.SOURCE).name, "ok", keras_acc, 1.0, trec["files"][0]["size_bytes"])]
         for vname, v in erec.get("variants", {}).items():
             p = v.get("parity") or {}
             rows.append((vname, v.get("status", "?"), p.get("accuracy"), p.get("agreement"),

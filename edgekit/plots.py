@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 
 from edgekit.records import model_names, records_at, setting_label, setting_text, variant_rank
+from edgekit.runtimes import RUNTIMES
 
 PLOTS = {  # file stem -> title
     "accuracy_latency": "Accuracy against latency",
     "latency_runtime": "Latency per runtime",
     "size_variant": "Size per variant",
 }
-RUNTIME_MARKERS = {"keras": "o", "litert": "s", "onnxruntime": "^"}
+RUNTIME_MARKERS = {name: rt.marker for name, rt in RUNTIMES.items()}
 
 
 def _ms(v) -> str:

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgekit import variants
 from edgekit.machine import has_int8_dot_product
 from edgekit.results import runtime_label, setting_label
+from edgekit.variants import Format, Role, VariantClass, is_int8_class
 
-VARIANT_ORDER = ("keras-fp32", "keras-qat", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8-ptq",
-                 "tflite-int8-qat", "onnx-fp32", "onnx-int8-ptq", "onnx-int8-qat")
 
 
 # ---------------------------------------------------------------- order
 
 def variant_rank(name: str) -> tuple[int, str]:
-    return (VARIANT_ORDER.index(name) if name in VARIANT_ORDER else len(VARIANT_ORDER), name)
+    """Registry order (the Keras models first), unknown names last."""
+    return variants.order(name)
 
 
 def record_order(r: dict) -> tuple:
@@ -78,7 +79,7 @@ def variant_sizes(manifest: dict, records: list[dict]) -> dict[str, dict[str, in
                 sizes.setdefault(net, {})[vname] = v["file"]["size_bytes"]
     for net, t in stages.get("train", {}).get("models", {}).items():
         if t.get("files") and net in sizes:  # the source beside its exports; a model never exported adds nothing
-            sizes[net].setdefault("keras-fp32", t["files"][0]["size_bytes"])
+            sizes[net].setdefault(variants.keras_variant(Role.SOURCE).name, t["files"][0]["size_bytes"])
     return sizes
 
 
@@ -114,7 +115,7 @@ class SpeedFinding:
 
 
 def _is_file(r: dict) -> bool:
-    return r.get("format") != "keras"
+    return r.get("format") != Format.KERAS
 
 
 def speed_findings(ok: list[dict], setting, passing: set[tuple[str, str]] | None) -> list[SpeedFinding]:
@@ -123,8 +124,8 @@ def speed_findings(ok: list[dict], setting, passing: set[tuple[str, str]] | None
     out = []
     for net in model_names(ok):
         i8 = fastest(ok, setting, lambda r: r["model"] == net and _is_file(r)
-                     and str(r.get("variant_class", "")).startswith("int8"))
-        fp = fastest(ok, setting, lambda r: r["model"] == net and _is_file(r) and r.get("variant_class") == "float")
+                     and is_int8_class(r.get("variant_class")))
+        fp = fastest(ok, setting, lambda r: r["model"] == net and _is_file(r) and r.get("variant_class") == VariantClass.FLOAT)
         if i8 is None or fp is None:
             continue
         best = None if passing is None else fastest(
@@ -143,7 +144,7 @@ def format_speed_lines(ok: list[dict], setting) -> list[str]:
             def best(cls_test):
                 return fastest(ok, setting, lambda r: r["model"] == net and r.get("format") == fmt
                                and cls_test(str(r.get("variant_class", ""))))
-            i8, fp = best(lambda c: c.startswith("int8")), best(lambda c: c == "float")
+            i8, fp = best(is_int8_class), best(lambda c: c == VariantClass.FLOAT)
             if i8 is None or fp is None:
                 continue
             ratio = i8["p50_ms"] / fp["p50_ms"]

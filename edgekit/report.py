@@ -20,9 +20,11 @@ from edgekit.records import (
     speed_sentence, format_speed_lines, judged_kernel_agreement, emulated_cells, saturation_cell, percent as _pct,
     variant_rank, variant_sizes)
 from edgekit.results import GATE_FILE, CheckRow, load_results, read_gate, setting_label
+from edgekit.runtimes import RUNTIMES
+from edgekit.variants import Role, is_int8_class, keras_variant
 
 PLOTS = plots.PLOTS
-RUNTIMES_SHOWN = ("ai-edge-litert", "onnxruntime", "tensorflow")
+RUNTIMES_SHOWN = tuple(sorted(rt.dists[0] for rt in RUNTIMES.values() if rt.dists))  # versions in the header
 Gate = dict[tuple[str, str], list[CheckRow]]  # (model, variant) -> that variant's rows in check.json
 
 
@@ -201,7 +203,7 @@ def _files_table(manifest: dict, ok: list[dict], setting, gate: Gate | None) -> 
         entries = list(sorted((m.get("variants") or {}).items(), key=lambda kv: variant_rank(kv[0])))
         qat = m.get("qat") or {}
         if qat and qat.get("status", "ok") != "ok":  # the QAT model failed: say so where its files would be
-            entries.insert(0, ("keras-qat", qat))
+            entries.insert(0, (keras_variant(Role.QAT).name, qat))
         for vname, v in entries:
             rows = None if gate is None else gate.get((net, vname))
             status = v.get("status", "?")
@@ -322,7 +324,7 @@ def _int8_table(manifest: dict) -> Table | None:
               wrap=(False,) * 5 + (True, False, False, False, False, True, True, True))
     for net, m in sorted(manifest.get("stages", {}).get("export", {}).get("models", {}).items()):
         for vname, v in sorted((m.get("variants") or {}).items(), key=lambda kv: variant_rank(kv[0])):
-            if not str(v.get("variant_class", "")).startswith("int8") or not v.get("file"):
+            if not is_int8_class(v.get("variant_class")) or not v.get("file"):
                 continue
             audit = v.get("audit") or {}
             fid = v.get("kernel_fidelity") or {}

@@ -127,3 +127,14 @@ def order(name: str) -> tuple[int, str]:
     """Sort key: registry order (sources first), unknown names last."""
     names = list(VARIANTS)
     return (names.index(name) if name in names else len(names), name)
+
+
+def is_int8_class(variant_class: object) -> bool:
+    """Whether a recorded variant_class (any string, "unknown" included) is a full-integer one."""
+    return str(variant_class) in (VariantClass.INT8_PTQ, VariantClass.INT8_QAT)
+
+
+def float_export(format: str) -> Variant | None:
+    """The float32 export of a file format: what size and weight ratios of that format divide by."""
+    return next((v for v in EXPORT_VARIANTS.values()
+                 if v.format == format and v.variant_class is VariantClass.FLOAT), None)

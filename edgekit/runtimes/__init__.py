@@ -18,12 +18,27 @@ from edgekit.errors import ConfigError
 
 
 @dataclass(frozen=True)
+class KernelPaths:
+    """A runtime's fast kernel path (its default options) and a reference path that follows the
+    file's graph op by op; edgekit.fidelity checks an int8 file agrees on both."""
+    fast: dict            # options for the fast path: what users get by default
+    fast_label: str
+    reference: dict       # options for the path that follows the file's graph
+    reference_label: str
+    avoid: str            # what to tell a deployer when the fast path disagrees ({cpu_class} filled in)
+
+
+@dataclass(frozen=True)
 class Runtime:
     name: str
     suffixes: tuple[str, ...]        # file kinds it runs
     module: str                      # module with open(path, threads=..., **options) -> Session
     options: dict = field(default_factory=dict)  # option name -> values the bench sweeps by default
     description: str = ""
+    dists: tuple[str, ...] = ()      # distributions whose versions decide its kernels (first: shown in reports)
+    marker: str = "D"                # its marker in the report's plots
+    kernels: KernelPaths | None = None  # fast vs reference kernels, if it has both
+    runs_sources: bool = False       # runs the Keras models: the bench's accuracy reference
 
     def open(self, path: str | Path, threads: int = 1, **options):
         """A Session on this runtime; an option it does not take (a typo) is an error, not ignored."""
@@ -61,14 +76,28 @@ class Runtime:
         return grid + (extra(grid) if extra else [])
 
 
-RUNTIMES: dict[str, Runtime] = {r.name: r for r in [
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in [   # the order the bench runs and reports them
     Runtime("keras", (".keras", ".h5"), "edgekit.runtimes.keras_tf", {},
-            "TensorFlow running the source Keras model through a compiled tf.function"),
+            "TensorFlow running the source Keras model through a compiled tf.function",
+            dists=("tensorflow", "tf-keras"), marker="o", runs_sources=True),
     Runtime("litert", (".tflite",), "edgekit.runtimes.litert", {"xnnpack": (True, False)},
-            "LiteRT interpreter (ai_edge_litert), XNNPACK delegate on or off"),
+            "LiteRT interpreter (ai_edge_litert), XNNPACK delegate on or off", dists=("ai-edge-litert",), marker="s",
+            kernels=KernelPaths({"xnnpack": True}, "xnnpack=on", {"xnnpack": False}, "xnnpack=off",
+                                "the XNNPACK delegate on this CPU ({cpu_class}): run with the builtin kernels")),
     Runtime("onnxruntime", (".onnx",), "edgekit.runtimes.onnxrt", {"graph_optimization": ("all",)},
-            "ONNX Runtime, CPU provider (other providers when installed)"),
+            "ONNX Runtime, CPU provider (other providers when installed)", dists=("onnxruntime",), marker="^",
+            kernels=KernelPaths({"graph_optimization": "all"}, "graph_optimization=all",
+                                {"graph_optimization": "disable"}, "graph_optimization=disable",
+                                "ONNX Runtime graph optimizations (ORT_ENABLE_ALL) on this CPU ({cpu_class}): "
+                                "run with ORT_DISABLE_ALL")),
 ]}
+
+
+def runtime_dists(name: str) -> tuple[str, ...]:
+    """The distributions whose versions decide this runtime's results; an unregistered name (a
+    test's "numpy") is its own distribution."""
+    rt = RUNTIMES.get(name)
+    return rt.dists if rt and rt.dists else (name,)
 
 
 def get_runtime(name: str) -> Runtime:
