@@ -68,7 +68,7 @@ def check_run(run_dir: str | Path, profile: str | Path | Profile | None = None,
         rows += model_rows
         judged.update(model_judged)
     if not rows:
-        rows.append(CheckRow("-", "-", "exported", "nothing", "variants", False,
+        rows.append(CheckRow(model="-", variant="-", check="exported", value="nothing", limit="variants", passed=False,
                              note=f"the run has no exported models; run `edgekit export --run {run_dir}`"))
     if results is not None:
         rows += _bench_rows(results, judged)
@@ -142,19 +142,21 @@ def _variant_rows(run_dir: Path, model: str, mrec: dict,
     for name in wanted:
         v = variants.get(name)
         if v is None:
-            rows.append(CheckRow(model, name, "exported", "missing", "present", False,
+            rows.append(CheckRow(model=model, variant=name, check="exported", value="missing", limit="present",
+                                 passed=False,
                                  note=f"profile '{prof.name}' asks for it; run `edgekit export --run "
                                       f"{run_dir} --profile {prof.name}`"))
             continue
         if not (v.get("file") and v.get("parity")):  # conversion failed or skipped: nothing to judge
             error = (v.get("error") or "no error recorded").splitlines()[0][:200]
-            rows.append(CheckRow(model, name, "export", v.get("status", "?"), "ok", False, note=error))
+            rows.append(CheckRow(model=model, variant=name, check="export", value=v.get("status", "?"), limit="ok",
+                                 passed=False, note=error))
             continue
         # a file export marked failed for missing the export profile's thresholds is judged again here
         th = prof.thresholds_for(name, v.get("variant_class", ""))
         judged[(model, name)] = th
         state, ok, why = _file_state(run_dir, v["file"])
-        rows.append(CheckRow(model, name, "file", state, "intact", ok, note=why))
+        rows.append(CheckRow(model=model, variant=name, check="file", value=state, limit="intact", passed=ok, note=why))
         ref_variant = float_export(str(v.get("format")))
         ref_name = ref_variant.name if ref_variant else "float32"
         ref = variants.get(ref_name) or {}
@@ -167,8 +169,9 @@ def _variant_rows(run_dir: Path, model: str, mrec: dict,
             rows.append(_threshold_row(model, name, c, ref_name))
         if is_int8_class(v.get("variant_class")):
             audit = v.get("audit") or {}
-            rows.append(CheckRow(model, name, "int8_audit", "passed" if audit.get("passed") else
-                                 ("missing" if not audit else "failed"), "passed", bool(audit.get("passed")),
+            rows.append(CheckRow(model=model, variant=name, check="int8_audit",
+                                 value="passed" if audit.get("passed") else ("missing" if not audit else "failed"),
+                                 limit="passed", passed=bool(audit.get("passed")),
                                  note="" if audit.get("passed") else (audit.get("reason") or (
                                      "the int8 audit did not pass" if audit else "no audit recorded"))))
     return rows, judged
@@ -181,8 +184,8 @@ def _threshold_row(model: str, variant: str, c: dict, ref_name: str) -> CheckRow
     """A parity.check_thresholds row, with by how much it missed (or why it was not measured)."""
     name, value, limit, passed = c["name"], c["value"], c["limit"], c["passed"]
     if passed is None:
-        return CheckRow(model, variant, name, None, limit, True, note=c.get("note", "not measured"),
-                        measured=False)
+        return CheckRow(model=model, variant=variant, check=name, value=None, limit=limit, passed=True,
+                        note=c.get("note", "not measured"), measured=False)
     note = c.get("note", "")
     if not passed and value is not None:
         gap = (limit - value) if name.startswith("min_") else (value - limit)
@@ -191,7 +194,7 @@ def _threshold_row(model: str, variant: str, c: dict, ref_name: str) -> CheckRow
             note += f" (vs {ref_name})"
         if c.get("avoid"):
             note += f"; avoid {c['avoid']}"
-    return CheckRow(model, variant, name, value, limit, bool(passed), note=note)
+    return CheckRow(model=model, variant=variant, check=name, value=value, limit=limit, passed=bool(passed), note=note)
 
 
 def _file_state(run_dir: Path, rec: dict) -> tuple[str, bool, str]:
@@ -219,7 +222,8 @@ def _bench_rows(results: dict, judged: dict) -> list[CheckRow]:
             continue
         if (rec.get("model"), rec.get("variant")) in judged and rec.get("status") != "ok":
             error = (rec.get("error") or "no error recorded").splitlines()[0][:160]
-            rows.append(CheckRow(rec["model"], rec["variant"], "bench", rec.get("status", "?"), "ok", False,
+            rows.append(CheckRow(model=rec["model"], variant=rec["variant"], check="bench", value=rec.get("status", "?"),
+                                 limit="ok", passed=False,
                                  runtime=setting_label(rec), note=error))
     return rows
 
@@ -244,14 +248,14 @@ def _latency_rows(results: dict, baseline: dict, judged: dict) -> list[CheckRow]
         # a run-level difference (CPU, settings) alone, in one line: it already rules out every row
         why = NO_TWIN if old is None else unlike_runs or _unlike_records(rec, old, env, base_env)
         if why:
-            rows.append(CheckRow(rec["model"], rec["variant"], "latency_p50_ratio", None,
-                                 1.0 + th.max_latency_regression, True, runtime=setting_label(rec),
+            rows.append(CheckRow(model=rec["model"], variant=rec["variant"], check="latency_p50_ratio", value=None,
+                                 limit=1.0 + th.max_latency_regression, passed=True, runtime=setting_label(rec),
                                  note=NOT_COMPARED + why, compared=False))
             continue
         v = judge_regression(rec.get("p50_repeats_ms"), old.get("p50_repeats_ms"), th.max_latency_regression)
         # the ratio is median(current block p50s) / median(baseline block p50s): show those two
-        rows.append(CheckRow(rec["model"], rec["variant"], "latency_p50_ratio",
-                             None if v.ratio is None else v.ratio.estimate, v.limit, v.passed,
+        rows.append(CheckRow(model=rec["model"], variant=rec["variant"], check="latency_p50_ratio",
+                             value=None if v.ratio is None else v.ratio.estimate, limit=v.limit, passed=v.passed,
                              runtime=setting_label(rec),
                              note=f"{_fmt(_block_median(old))} -> {_fmt(_block_median(rec))} ms "
                                   f"(median of repeat-block p50s); {v.reason}",

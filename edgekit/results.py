@@ -111,7 +111,7 @@ def setting_label(rec: dict) -> str:
 
 # ---------------------------------------------------------------- check.json
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckRow:
     """One judged figure: what, of which model/variant (and runtime setting), against which limit."""
     model: str
