@@ -158,6 +158,11 @@ def test_debug_reraises(tmp_path, where):
     argv = argv + ["--debug"] if where == "after" else ["--debug"] + argv
     with pytest.raises(DataError, match="/nonexistent.npz: file not found"):
         cli.main(argv)
+    # the error keeps what it was raised from, so --debug's traceback shows the library's error underneath
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="junk.npz: not a readable .npz") as raised:
+        cli.main(["--debug", "train", "--dataset", str(tmp_path / "junk.npz"), "--out", str(tmp_path / "run")])
+    assert isinstance(raised.value.__cause__, ValueError)   # numpy refusing a non-zip, non-array file
     with pytest.raises(ConfigError, match="give exactly one"):
         cli.main(["export", "--debug"])
 
