@@ -260,18 +260,23 @@ def require_stage(run_dir: str | os.PathLike, name: str, hint: str) -> dict:
     return found
 
 
+# Distributions that shape an exported file besides the runtimes' own (edgekit.runtimes dists).
+CONVERTER_DISTS = ("tensorflow-model-optimization", "tf2onnx", "onnx", "numpy")
+
+
 def versions() -> dict:
     """Versions of everything that shapes a result, for the manifest and results.json."""
     from importlib import metadata
 
     from edgekit.machine import describe
+    from edgekit.runtimes import RUNTIMES
 
     cpu = describe()
     out = {"python": platform.python_version(), "platform": platform.platform(),
            "machine": platform.machine(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
            "cpu_flags": cpu["int8_flags"], "cpu_class": cpu["cpu_class"]}
-    for dist in ("edgekit", "tensorflow", "tf-keras", "tensorflow-model-optimization", "tf2onnx",
-                 "onnx", "onnxruntime", "ai-edge-litert", "numpy"):
+    runtime_dists = [d for rt in RUNTIMES.values() for d in rt.dists]
+    for dist in dict.fromkeys(["edgekit", *runtime_dists, *CONVERTER_DISTS]):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
