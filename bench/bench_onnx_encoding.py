@@ -111,7 +111,8 @@ def main(argv=None) -> int:
     from edgekit.data import load_fashion_mnist, to_float
     from edgekit.machine import describe
     from edgekit.onnx_int8 import compact, keras_to_onnx, ptq_onnx_int8, qat_onnx_int8
-    from edgekit.quantize import audit_int8, finetune_qat, make_qat_model, representative_set
+    from edgekit.audit import audit_int8
+    from edgekit.quantize import finetune_qat, make_qat_model, representative_set
     from edgekit.saturation import saturation_audit
 
     t0 = time.time()

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import ConfigError, ExportError, one_line
-from edgekit.onnx_audit import onnx_mac_ops, onnx_weight_dtypes  # noqa: F401  (re-exported)
 from edgekit.onnx_rewrite import WEIGHTED, _Graph, rewrite_qat_onnx  # noqa: F401  (re-exported)
 
 ENCODINGS = ("u8u8", "u8s8")  # the same pair as edgekit.config.ONNX_INT8_ENCODINGS

@@ -99,7 +99,7 @@ def test_int8_and_dynamic_files_are_at_most_032_of_fp32(made):
 
 
 def test_every_int8_variant_passes_the_audit(made):
-    from edgekit.quantize import audit_int8
+    from edgekit.audit import audit_int8
 
     for name, path in made.items():
         if "int8" in name:

@@ -103,7 +103,7 @@ def test_tf2onnx_raw_qat_onnx_fails_the_audit(files, qat):
     the convolutions in float; with zero-based ranges ORT 1.2x quantizes the float weights itself
     (its own grid, not QAT's), but the file stays float-sized: the audit fails it either way."""
     from edgekit.onnx_int8 import keras_to_onnx
-    from edgekit.quantize import audit_int8
+    from edgekit.audit import audit_int8
 
     raw, _, _ = files
     audit = audit_int8(raw)
@@ -130,7 +130,7 @@ def test_tf2onnx_raw_qat_onnx_fails_the_audit(files, qat):
 
 def test_rewritten_qat_onnx_is_int8_small_and_matches_the_qat_model(files, qat, synthetic):
     from edgekit.data import to_float
-    from edgekit.quantize import audit_int8
+    from edgekit.audit import audit_int8
     from edgekit.runtimes import open_file
 
     raw, int8, stats = files
@@ -170,7 +170,7 @@ def test_relu_range_below_zero_becomes_an_integer_clip(qat, tmp_path, synthetic)
 
     from edgekit.data import to_float
     from edgekit.onnx_int8 import qat_onnx_int8
-    from edgekit.quantize import audit_int8
+    from edgekit.audit import audit_int8
     from edgekit.runtimes import open_file
 
     mins = [v for v in qat.weights if v.name.endswith("post_activation_min:0") and "conv2d" in v.name]
@@ -196,7 +196,8 @@ def test_ort_static_ptq_is_int8_and_audited(qat, trained_run, synthetic, tmp_pat
 
     from edgekit.data import to_float
     from edgekit.onnx_int8 import compact, keras_to_onnx, ptq_onnx_int8
-    from edgekit.quantize import audit_int8, representative_set
+    from edgekit.audit import audit_int8
+    from edgekit.quantize import representative_set
     from edgekit.runtimes import open_file
     from edgekit.runtimes.keras_tf import load_keras_model
 
@@ -219,7 +220,8 @@ def test_batchnorm_folded_residual_network_requantizes_exactly(synthetic, tmp_pa
 
     from edgekit.data import to_float
     from edgekit.onnx_int8 import qat_onnx_int8, qat_weight_codes
-    from edgekit.quantize import audit_int8, finetune_qat, make_qat_model
+    from edgekit.audit import audit_int8
+    from edgekit.quantize import finetune_qat, make_qat_model
     from edgekit.runtimes import open_file
 
     k.utils.set_random_seed(0)  # the same initial weights whatever ran before in this process
@@ -268,7 +270,7 @@ def test_u8u8_is_the_u8s8_file_bit_for_bit_and_fuses_the_same_with_depthwise(syn
 
     from edgekit.data import to_float
     from edgekit.onnx_int8 import compact, keras_to_onnx, ptq_onnx_int8
-    from edgekit.quantize import audit_int8
+    from edgekit.audit import audit_int8
     from edgekit.runtimes.onnxrt import session_options
 
     inp = k.Input((28, 28, 1), name="image")

@@ -123,7 +123,7 @@ def test_pair_counts_follow_the_int16_bound():
 
 
 def test_audit_flags_saturating_u8s8_weights_and_u8u8_clears_the_file(files):
-    from edgekit.quantize import audit_int8
+    from edgekit.audit import audit_int8
 
     s8, u8 = audit_int8(files["u8s8"]), audit_int8(files["u8u8"])
     # K = CIN = 8 per output channel -> 4 pairs x 16 channels; channels 0 and 1 (sums +-254)
