@@ -18,6 +18,7 @@ The report is not rendered here (cli and pipeline run check, then report).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -30,6 +31,7 @@ from typing import Iterable
 import numpy as np
 
 from edgekit import machine, rundir
+from edgekit.bench_job import BenchJob
 from edgekit.bench_plan import (ModelFile, TestSet, file_problem, find_model_files, load_test_sets,
                                 plan_jobs)
 from edgekit.bench_records import assemble_records, export_failure_records, settings_record
@@ -40,16 +42,16 @@ from edgekit.results import RESULTS_SCHEMA_VERSION, read_results, write_results
 from edgekit.runtimes import RUNTIMES, get_runtime
 
 # Names that lived here before the split (edgekit.bench_plan, bench_records) stay importable here.
-__all__ = ["ModelFile", "TestSet", "assemble_records", "bench_key", "bench_run", "export_failure_records",
+__all__ = ["BenchJob", "ModelFile", "TestSet", "assemble_records", "bench_key", "bench_run", "export_failure_records",
            "find_model_files", "load_test_sets", "plan_jobs", "run_worker"]
 
-RUNTIME_ORDER = ("keras", "litert", "onnxruntime")
+RUNTIME_ORDER = tuple(RUNTIMES)   # the registry's order
 
 
 # ---------------------------------------------------------------------------------------------
 # Public API
 
-def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert", "onnxruntime"),
+def bench_run(run_dir: str | Path, runtimes: Iterable[str] = RUNTIME_ORDER,
               threads: Iterable[int] = (1, 2), batches: Iterable[int] = (1, 32), quick: bool = False,
               progress: Progress | None = None, force: bool = False) -> dict:
     """Bench every model the run's manifest lists; returns the results.json content. Results
@@ -71,7 +73,7 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert",
     if own_stage:
         progress.start_stage("bench")
     key = bench_key(manifest, runtimes, threads, batches, quick)
-    if not force and rundir.is_fresh(run_dir, manifest.get("stages", {}).get("bench"), key):
+    if not force and rundir.is_fresh(run_dir, rundir.section(manifest, "bench"), key):
         progress.update("results.json is current for these exports and settings; reused")
         if own_stage:
             progress.done("reused")
@@ -116,14 +118,16 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = ("keras", "litert",
 def bench_key(manifest: dict, runtimes: tuple[str, ...], threads: tuple[int, ...], batches: tuple[int, ...],
               quick: bool) -> str:
     """Bench results are current when the trained and exported files, the settings and the CPU
-    are unchanged: latency belongs to the CPU it was measured on, another machine measures again."""
-    stages = manifest.get("stages", {})
+    are unchanged: latency belongs to the CPU it was measured on, another machine measures again.
+    A user model's recorded parity inputs (its test images) count as an input file too."""
     hashes = []
-    for _, rec in sorted(stages.get("train", {}).get("models", {}).items()):
+    for _, rec in sorted(rundir.model_records(manifest, "train").items()):
         hashes += [f["sha256"] for f in rec.get("files", [])]
-    for _, rec in sorted(stages.get("export", {}).get("models", {}).items()):
+    for _, rec in sorted(rundir.model_records(manifest, "export").items()):
         for _, v in sorted(rec.get("variants", {}).items()):
             hashes += [f["sha256"] for f in v.get("files", [])]
+        if (rec.get("parity_inputs") or {}).get("sha256"):
+            hashes.append(rec["parity_inputs"]["sha256"])
     cpu = machine.describe()
     return rundir.stage_key("bench", {"quick": quick, "cpu_model": cpu["cpu_model"], "int8_flags": cpu["int8_flags"],
                                       "runtimes": list(runtimes), "threads": list(threads),
@@ -149,17 +153,16 @@ def _check_settings(runtimes, threads, batches) -> tuple[tuple[str, ...], tuple[
 # ---------------------------------------------------------------------------------------------
 # Workers (planned by edgekit.bench_plan, each run by edgekit.bench_worker)
 
-def _run_jobs(jobs: list[dict], tmp: Path, progress: Progress) -> list[dict]:
-    total = sum(len(j["units"]) * len(j["option_sets"]) * len(j["threads"]) * len(j["batches"])
-                for j in jobs if j.get("timing")) or 1
+def _run_jobs(jobs: list[BenchJob], tmp: Path, progress: Progress) -> list[dict]:
+    total = sum(j.timed_settings() for j in jobs) or 1
     done = 0
     events: list[dict] = []
-    names = {u["id"]: f"{u['variant']}" for j in jobs for u in j["units"]}
-    models = {u["id"]: u["model"] for j in jobs for u in j["units"]}
+    names = {u.id: u.variant for j in jobs for u in j.units}
+    models = {u.id: u.model for j in jobs for u in j.units}
     for n, job in enumerate(jobs):
-        what = "reference predictions" if job.get("reference_only") else \
-            f"{job['runtime']}" + (f" ({job['threads'][0]} thread{'s' if job['threads'][0] > 1 else ''})"
-                                   if job["runtime"] == "keras" else "")
+        what = "reference predictions" if job.reference_only else \
+            f"{job.runtime}" + (f" ({job.threads[0]} thread{'s' if job.threads[0] > 1 else ''})"
+                                if job.runtime in RUNTIMES and RUNTIMES[job.runtime].runs_sources else "")
 
         def on_event(ev: dict) -> None:
             nonlocal done
@@ -171,7 +174,7 @@ def _run_jobs(jobs: list[dict], tmp: Path, progress: Progress) -> list[dict]:
     return events
 
 
-def run_worker(job: dict, folder: Path, on_event=lambda ev: None) -> list[dict]:
+def run_worker(job: BenchJob, folder: Path, on_event=lambda ev: None) -> list[dict]:
     """Run one job in worker subprocesses; every event is tagged with the job's runtime and its
     worker's baseline RSS. A worker that dies mid-file fails that file ("crash" event) and a new
     worker takes the files after it; one that dies before it is ready fails them all."""
@@ -179,12 +182,12 @@ def run_worker(job: dict, folder: Path, on_event=lambda ev: None) -> list[dict]:
     env = dict(os.environ)
     pkg_root = str(Path(__file__).resolve().parent.parent)  # edgekit importable even if not installed
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    remaining = list(job["units"])
+    remaining = job.units
     events: list[dict] = []
     attempt = 0
     while remaining:
         job_file = folder / f"job-{attempt}.json"
-        job_file.write_text(json.dumps(dict(job, units=remaining)))
+        job_file.write_text(dataclasses.replace(job, units=remaining).to_json())
         err_path = folder / f"stderr-{attempt}.log"
         current, baseline, ready = None, None, False
         with open(err_path, "w") as err:
@@ -196,7 +199,7 @@ def run_worker(job: dict, folder: Path, on_event=lambda ev: None) -> list[dict]:
                         ev = json.loads(line)
                     except json.JSONDecodeError:
                         continue  # not an event (cannot happen by design: fd 1 is redirected)
-                    ev["runtime"] = job["runtime"]
+                    ev["runtime"] = job.runtime
                     if ev["type"] == "ready":
                         ready, baseline = True, ev.get("baseline_rss_mb")
                     elif ev["type"] == "unit":
@@ -211,12 +214,12 @@ def run_worker(job: dict, folder: Path, on_event=lambda ev: None) -> list[dict]:
                     proc.wait()
         if rc == 0 or any(ev["type"] == "unavailable" for ev in events):
             break
-        why = f"{job['runtime']} worker exited with code {rc}{_stderr_tail(err_path)}"
-        ids = [u["id"] for u in remaining]
+        why = f"{job.runtime} worker exited with code {rc}{_stderr_tail(err_path)}"
+        ids = [u.id for u in remaining]
         if not ready or current is None:
-            events += [{"type": "crash", "runtime": job["runtime"], "id": i, "error": why} for i in ids]
+            events += [{"type": "crash", "runtime": job.runtime, "id": i, "error": why} for i in ids]
             break
-        events.append({"type": "crash", "runtime": job["runtime"], "id": current, "error": why})
+        events.append({"type": "crash", "runtime": job.runtime, "id": current, "error": why})
         remaining = remaining[ids.index(current) + 1:]
         attempt += 1
     return events

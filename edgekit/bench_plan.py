@@ -6,16 +6,20 @@ and tested without a runtime.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgekit import rundir
+from edgekit.bench_job import BenchJob, BenchUnit
+from edgekit.errors import RunDirError
 from edgekit.latency import TimingSettings
-from edgekit.runtimes import RUNTIMES
+from edgekit.runtimes import RUNTIMES, source_runtime
+from edgekit.variants import Role, keras_variant
+
+SOURCE, QAT = keras_variant(Role.SOURCE), keras_variant(Role.QAT)   # the two Keras models' rows
 
 QUICK_SAMPLES = 1000        # --quick: accuracy on the first 1000 test images
 # A runtime's first option set (its default: litert xnnpack=on) is judged on the whole test set;
@@ -50,9 +54,8 @@ class TestSet:
 def find_model_files(run_dir: Path, manifest: dict) -> list[ModelFile]:
     """keras-fp32 (the trained model, or the source of `export --model`), keras-qat, and every
     export variant with status ok, in manifest order."""
-    stages = manifest.get("stages", {})
-    train = stages.get("train", {}).get("models", {})
-    export = stages.get("export", {}).get("models", {})
+    train = rundir.model_records(manifest, "train")
+    export = rundir.model_records(manifest, "export")
     files: list[ModelFile] = []
 
     def add(model: str, variant: str, fmt: str, cls: str, rec: dict | None) -> None:
@@ -65,12 +68,12 @@ def find_model_files(run_dir: Path, manifest: dict) -> list[ModelFile]:
         t, e = train.get(model), export.get(model, {})
         if t and t.get("status", "ok") == "ok":
             source = next((f for f in t.get("files", []) if f["path"] == t.get("model")), None)
-            add(model, "keras-fp32", "keras", "float", source or {"path": t.get("model")})
+            add(model, SOURCE.name, SOURCE.format, SOURCE.variant_class, source or {"path": t.get("model")})
         elif e.get("source"):
-            add(model, "keras-fp32", "keras", "float", e["source"])
+            add(model, SOURCE.name, SOURCE.format, SOURCE.variant_class, e["source"])
         qat = e.get("qat") or {}
         if qat.get("status") == "ok":
-            add(model, "keras-qat", "keras", "fake-quant", qat.get("file"))
+            add(model, QAT.name, QAT.format, QAT.variant_class, qat.get("file"))
         for variant, v in e.get("variants", {}).items():
             if v.get("status") == "ok":
                 add(model, variant, v.get("format", Path(v["file"]["path"]).suffix.lstrip(".")),
@@ -88,16 +91,14 @@ def file_problem(f: ModelFile) -> str | None:
 
 def load_test_sets(run_dir: Path, manifest: dict, models: list[str], quick: bool) -> dict[str, TestSet]:
     """Per model: the test set of the data it was trained on; for a model exported with
-    `export --model`, the user's sample (labels optional) or the export's random inputs."""
-    from edgekit.data import load_calibration, load_dataset
+    `export --model`, the inputs export's parity ran on, as export recorded them."""
+    from edgekit.data import load_dataset
 
-    stages = manifest.get("stages", {})
-    train = stages.get("train", {})
-    export = stages.get("export", {})
+    train = rundir.section(manifest, "train")
     cache: dict[str, TestSet] = {}
     out: dict[str, TestSet] = {}
     for model in models:
-        t = train.get("models", {}).get(model)
+        t = rundir.model_record(manifest, "train", model)
         if t:
             cfg = t.get("config", {})
             name = cfg.get("dataset") or train.get("dataset", {}).get("name")
@@ -106,19 +107,10 @@ def load_test_sets(run_dir: Path, manifest: dict, models: list[str], quick: bool
                 ds = load_dataset(name, cfg.get("data_dir"))
                 cache[key] = TestSet(key, f"{ds.name} test set", ds.x_test, ds.y_test)
         else:
-            data = export.get("data", {})
-            shape = tuple(export.get("models", {}).get(model, {}).get("input_shape") or ())
-            if data.get("calibration"):
-                key = json.dumps(["sample", data["calibration"], shape])
-                if key not in cache:
-                    x, y = load_calibration(data["calibration"], shape)
-                    cache[key] = TestSet(key, f"user sample {Path(data['calibration']).name}", x, y)
-            else:  # the same seeded inputs export's parity used: agreement only, no accuracy
-                n = int(data.get("samples") or 500)
-                key = json.dumps(["random", n, shape])
-                if key not in cache:
-                    x = np.random.default_rng(0).random((n, *shape), dtype=np.float32)
-                    cache[key] = TestSet(key, "random uniform [0, 1) inputs (no labels)", x, None)
+            rec = rundir.model_record(manifest, "export", model).get("parity_inputs") or {}
+            key = json.dumps(["parity_inputs", rec.get("path"), rec.get("sha256")])
+            if key not in cache:
+                cache[key] = _parity_inputs(run_dir, model, rec, key)
         ts = cache[key]
         if quick and len(ts.x) > QUICK_SAMPLES:
             ts = TestSet(key + "-quick", ts.description + f", first {QUICK_SAMPLES}", ts.x[:QUICK_SAMPLES],
@@ -128,37 +120,57 @@ def load_test_sets(run_dir: Path, manifest: dict, models: list[str], quick: bool
     return out
 
 
+def _parity_inputs(run_dir: Path, model: str, rec: dict, key: str) -> TestSet:
+    """The images (x, labels y if the user's sample had them) export judged a user model on,
+    from the file export wrote: bench measures on exactly those, never on inputs made again."""
+    rel = rec.get("path")
+    if not rel:
+        raise RunDirError(f"{run_dir / rundir.MANIFEST} records no parity inputs for '{model}' "
+                          f"(export/{model}/parity_inputs.npz); re-run `edgekit export`")
+    path = rundir.resolve(run_dir, rel)
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing although the manifest lists it; re-run `edgekit export`")
+    if rundir.sha256_file(path) != rec.get("sha256"):
+        raise RunDirError(f"{path} no longer matches its recorded sha256; re-run `edgekit export` (--force)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, y = z["x"], (z["y"] if "y" in z.files else None)
+    except (OSError, ValueError, KeyError) as e:
+        raise RunDirError(f"{path} holds no parity inputs x ({type(e).__name__}); re-run `edgekit export`") from e
+    return TestSet(key, rec.get("description") or f"parity inputs of {model}", x, y)
+
+
 def plan_jobs(files: list[ModelFile], tests: dict[str, TestSet], data_paths: dict[str, str],
               runtimes: tuple[str, ...], option_sets: dict[str, list[dict]], threads: tuple[int, ...],
-              batches: tuple[int, ...], timing: TimingSettings) -> list[dict]:
+              batches: tuple[int, ...], timing: TimingSettings) -> list[BenchJob]:
     """One worker per runtime (per thread count for Keras, whose thread pools are fixed at
     first use). Without the keras runtime, a Keras worker still computes the float model's
     predictions, which every agreement figure is measured against."""
-    units = [{"id": i, "model": f.model, "variant": f.variant, "path": str(f.path), "data": tests[f.model].key}
-             for i, f in enumerate(files)]
-    by_id = dict(zip((u["id"] for u in units), files))
-    base = {"data": data_paths, "batches": list(batches), "predict_batch": PREDICT_BATCH,
-            "timing": dataclasses.asdict(timing)}
+    units = [BenchUnit(i, f.model, f.variant, str(f.path), tests[f.model].key) for i, f in enumerate(files)]
+    by_id = dict(zip((u.id for u in units), files))
     jobs = []
     for name in runtimes:
         rt = RUNTIMES[name]
-        mine = [u for u in units if rt.can_run(by_id[u["id"]].path)]
+        mine = tuple(u for u in units if rt.can_run(by_id[u.id].path))
         if not mine:
             continue
         # The accuracy run shares the session timed with the fewest threads: on a shared
         # 2-core machine, more threads than idle cores can make a run 100x slower (spin-waits).
-        job = dict(base, runtime=name, units=mine, option_sets=option_sets[name], predict=True,
-                   predict_threads=min(threads), threads=list(threads),
-                   predict_samples=[None] + [SECONDARY_SAMPLES] * (len(option_sets[name]) - 1))
-        if name == "keras":  # one worker per thread count; the accuracy run in the first
-            jobs += [dict(job, threads=[t], predict=t == min(threads), predict_threads=t) for t in threads]
+        job = BenchJob(runtime=name, units=mine, data=data_paths, option_sets=tuple(option_sets[name]),
+                       threads=tuple(threads), batches=tuple(batches), timing=timing, predict=True,
+                       predict_threads=min(threads),
+                       predict_samples=(None,) + (SECONDARY_SAMPLES,) * (len(option_sets[name]) - 1),
+                       predict_batch=PREDICT_BATCH)
+        if RUNTIMES[name].runs_sources:  # one worker per thread count; the accuracy run in the first
+            jobs += [replace(job, threads=(t,), predict=t == min(threads), predict_threads=t) for t in threads]
         else:
             jobs.append(job)
-    if "keras" not in runtimes:
-        ref = [u for u in units if by_id[u["id"]].variant == "keras-fp32"]
+    reference_runtime = source_runtime().name
+    if reference_runtime not in runtimes:
+        ref = tuple(u for u in units if by_id[u.id].variant == SOURCE.name)
         if ref:
-            jobs.insert(0, dict(base, runtime="keras", units=ref, option_sets=[{}], predict=True,
-                                predict_threads=min(threads), threads=[], timing=None, predict_samples=[None],
-                                reference_only=True))
+            jobs.insert(0, BenchJob(runtime=reference_runtime, units=ref, data=data_paths, option_sets=({},), threads=(),
+                                    batches=tuple(batches), timing=None, predict=True,
+                                    predict_threads=min(threads), predict_samples=(None,),
+                                    predict_batch=PREDICT_BATCH, reference_only=True))
     return jobs
-

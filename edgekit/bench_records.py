@@ -9,10 +9,12 @@ import json
 
 import numpy as np
 
+from edgekit import rundir
 from edgekit.bench_plan import PREDICT_BATCH, SECONDARY_SAMPLES, ModelFile, TestSet
 from edgekit.latency import TimingSettings
 from edgekit.results import STAT_FIELDS
-from edgekit.runtimes import RUNTIMES
+from edgekit.runtimes import RUNTIMES, source_runtime
+from edgekit.variants import Role, keras_variant
 
 PEAK_RSS_NOTE = ("peak_rss_mb: VmHWM of the runtime's own worker process, reset (/proc/self/clear_refs, after "
                  "gc and malloc_trim) just before the session is opened and read after its timing at that "
@@ -46,8 +48,8 @@ def assemble_records(files: list[ModelFile], stale: dict[ModelFile, str], tests:
     uid = {f: i for i, f in enumerate(f for f in files if f not in stale)}
     reference = {}  # model -> the float Keras model's top-1 classes
     for f in uid:
-        ev = preds.get(("keras", uid[f], _options_key({})))
-        if f.variant == "keras-fp32" and ev and "classes" in ev:
+        ev = preds.get((source_runtime().name, uid[f], _options_key({})))
+        if f.variant == keras_variant(Role.SOURCE).name and ev and "classes" in ev:
             reference[f.model] = np.asarray(ev["classes"])
 
     records = []
@@ -89,8 +91,9 @@ def export_failure_records(manifest: dict) -> list[dict]:
     error, so that it stays in results.json/csv and the report. stage "export": the bench never
     ran it; threads, batch and the figures are null; runtime is the one that runs its format."""
     records = []
-    for model, m in manifest.get("stages", {}).get("export", {}).get("models", {}).items():
-        entries = [("keras-qat", dict(m["qat"], format="keras", variant_class="fake-quant"))] if m.get("qat") else []
+    for model, m in rundir.model_records(manifest, "export").items():
+        qat = keras_variant(Role.QAT)
+        entries = [(qat.name, dict(m["qat"], format=qat.format, variant_class=qat.variant_class))] if m.get("qat") else []
         for variant, v in [*entries, *(m.get("variants") or {}).items()]:
             status = v.get("status") or "failed"
             if status == "ok":

@@ -7,8 +7,9 @@ down only its worker (edgekit.bench restarts one for the files left).
 
     python -m edgekit.bench_worker JOB.json
 
-The job (written by edgekit.bench) names the runtime, the files ("units"), the option sets,
-threads, batches, the timing settings and the test images (.npy). The worker writes one JSON
+The job (an edgekit.bench_job.BenchJob planned by edgekit.bench_plan, written as JSON by
+edgekit.bench) names the runtime, the files ("units"), the option sets, threads, batches, the
+timing settings and the test images (.npy). The worker writes one JSON
 event per line to its stdout and nothing else there (anything a library prints goes to stderr):
   {"type": "ready", "baseline_rss_mb", "rss_resets"}  runtime imported, data loaded, no model yet
   {"type": "unit", "id"}                              starting a file
@@ -23,11 +24,13 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from edgekit.bench_job import BenchJob
+from edgekit.errors import one_line
 
 PREDICT_CHUNK = 2048   # images converted to float at a time (the data stays uint8 until then)
 
@@ -92,17 +95,10 @@ def peak_rss_mb() -> float:
 # ---------------------------------------------------------------------------------------------
 # The work
 
-def one_line(e: BaseException) -> str:
-    """An error for a record: the message, and where it came from when it is not edgekit's own."""
-    from edgekit.errors import EdgekitError
-
-    text = str(e).strip().splitlines()
-    msg = text[0][:400] if text else ""
-    if isinstance(e, EdgekitError):
-        return msg
-    tb = traceback.extract_tb(e.__traceback__)
-    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    return f"{type(e).__name__}: {msg}{where}"
+def _error(e: BaseException) -> str:
+    """An error for a record: its first line (400 characters at most) and, when it is not
+    edgekit's own, its type and the file:line it was raised at (a worker keeps no traceback)."""
+    return one_line(e, limit=400, where=True)
 
 
 def as_float(x: np.ndarray) -> np.ndarray:
@@ -127,36 +123,34 @@ def timing_batch(x: np.ndarray, batch: int) -> np.ndarray:
     return as_float(x[idx])
 
 
-def run_job(job: dict, emit: Emit) -> None:
-    from edgekit.latency import TimingSettings
+def run_job(job: BenchJob, emit: Emit) -> None:
     from edgekit.runtimes import get_runtime
 
-    runtime = get_runtime(job["runtime"])
+    runtime = get_runtime(job.runtime)
     if not runtime.available():
         emit(type="unavailable", error=f"runtime '{runtime.name}' is not installed here; "
                                        f"install it (pip install -e .) or drop it from --runtimes")
         return
-    data = {key: np.load(path, allow_pickle=False) for key, path in job["data"].items()}
-    timing = TimingSettings(**job["timing"]) if job.get("timing") else None
-    timing_threads = job["threads"] if timing else []
+    data = {key: np.load(path, allow_pickle=False) for key, path in job.data.items()}
+    timing_threads = job.threads if job.timing else ()
     release_memory()
     emit(type="ready", baseline_rss_mb=rss_mb(), rss_resets=reset_peak_rss())
-    for unit in job["units"]:
-        emit(type="unit", id=unit["id"])
-        x, path = data[unit["data"]], Path(unit["path"])
-        for options, limit in zip(job["option_sets"], job["predict_samples"]):
+    for unit in job.units:
+        emit(type="unit", id=unit.id)
+        x, path = data[unit.data], Path(unit.path)
+        for options, limit in zip(job.option_sets, job.predict_samples):
             x_predict = x if limit is None else x[:limit]
             predicted = False
             for threads in timing_threads:
-                predict = job["predict"] and threads == job["predict_threads"]
-                _session(runtime, path, x, unit["id"], options, threads, job, timing,
+                predict = job.predict and threads == job.predict_threads
+                _session(runtime, path, x, unit.id, options, threads, job, job.timing,
                          x_predict if predict else None, emit)
                 predicted |= predict
-            if job["predict"] and not predicted:
-                _session(runtime, path, x, unit["id"], options, job["predict_threads"], job, None, x_predict, emit)
+            if job.predict and not predicted:
+                _session(runtime, path, x, unit.id, options, job.predict_threads, job, None, x_predict, emit)
 
 
-def _session(runtime, path: Path, x: np.ndarray, uid: int, options: dict, threads: int, job: dict,
+def _session(runtime, path: Path, x: np.ndarray, uid: int, options: dict, threads: int, job: BenchJob,
              timing, x_predict: np.ndarray | None, emit: Emit) -> None:
     """One session: every batch size timed (smallest first), then the accuracy run on the same
     session (a second load of a QAT Keras model alone costs ~2.4 s). The memory peak is reset
@@ -167,15 +161,15 @@ def _session(runtime, path: Path, x: np.ndarray, uid: int, options: dict, thread
     release_memory()
     reset_peak_rss()
     t0 = time.monotonic()
-    batches = sorted(job["batches"]) if timing else []
+    batches = sorted(job.batches) if timing else []
     base = {"id": uid, "options": options}
     try:
         session = runtime.open(path, threads=threads, **options)
     except Exception as e:  # a runtime's own error types vary; the record says which
         for batch in batches:
-            emit(type="timing", **base, threads=threads, batch=batch, error=one_line(e))
+            emit(type="timing", **base, threads=threads, batch=batch, error=_error(e))
         if x_predict is not None:
-            emit(type="predictions", **base, error=one_line(e), seconds=round(time.monotonic() - t0, 3))
+            emit(type="predictions", **base, error=_error(e), seconds=round(time.monotonic() - t0, 3))
         return
     for batch in batches:
         t0 = time.monotonic()
@@ -183,16 +177,16 @@ def _session(runtime, path: Path, x: np.ndarray, uid: int, options: dict, thread
             fn = session.bind(session.prepare(timing_batch(x, batch)))
             stats = benchmark(fn, batch, timing)
         except Exception as e:
-            emit(type="timing", **base, threads=threads, batch=batch, error=one_line(e), peak_rss_mb=peak_rss_mb())
+            emit(type="timing", **base, threads=threads, batch=batch, error=_error(e), peak_rss_mb=peak_rss_mb())
             continue
         emit(type="timing", **base, threads=threads, batch=batch, stats=stats.to_dict(),
              peak_rss_mb=peak_rss_mb(), seconds=round(time.monotonic() - t0, 3))
     if x_predict is not None:
         t0 = time.monotonic()
         try:
-            classes = predict_classes(session, x_predict, job["predict_batch"])
+            classes = predict_classes(session, x_predict, job.predict_batch)
         except Exception as e:
-            emit(type="predictions", **base, error=one_line(e), seconds=round(time.monotonic() - t0, 3))
+            emit(type="predictions", **base, error=_error(e), seconds=round(time.monotonic() - t0, 3))
             return
         emit(type="predictions", **base, classes=classes.tolist(), seconds=round(time.monotonic() - t0, 3))
 
@@ -202,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m edgekit.bench_worker JOB.json", file=sys.stderr)
         return 2
-    job = json.loads(Path(argv[0]).read_text())
+    job = BenchJob.from_json(Path(argv[0]).read_text())
     # Events own the real stdout; fd 1 now points at stderr, so a library printing to stdout
     # (C++ logs, Python prints) cannot corrupt the event stream.
     events = os.fdopen(os.dup(1), "w", buffering=1)

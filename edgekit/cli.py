@@ -128,7 +128,7 @@ def cmd_bench(args) -> int:
 
     progress = _progress(args)
     bench_run(args.run, runtimes=args.runtimes, threads=args.threads, batches=args.batch_sizes,
-              quick=args.quick, progress=progress)
+              quick=args.quick, progress=progress, force=args.force)
     html = check_and_report(args.run, progress)
     print((Path(args.run) / "report.md").read_text())
     print(f"report: {html}")
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference batch sizes to time, e.g. 1,32 (default 1,32)")
     _alias(b, "bench", "--batch", "N", _int_list)
     b.add_argument("--quick", action="store_true", help="fewer runs and a test subset (under a minute)")
+    b.add_argument("--force", action="store_true", help="measure again even if results.json is current")
     b.set_defaults(func=cmd_bench)
 
     r = _subcommand(sub, "report", [common], "re-render report.md/report.html from results.json", """\

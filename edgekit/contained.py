@@ -1,6 +1,6 @@
 """Export a model the user trusts despite its scan findings, in a subprocess of its own.
 
-    python -m edgekit.contained JOB.json
+    python -m edgekit.contained_worker JOB.json   (started by export_contained)
 
 `--trust-model` means "run this file's code"; this module limits what that code can reach, it
 does not make it safe. The subprocess gets:
@@ -15,10 +15,11 @@ It still runs as the same user, with the same files and network: a sandbox (cont
 seccomp) is the only real boundary, and the README says so.
 
 The job names the model, the output folder, the profile (as a dict), the calibration file and
-the flags. The worker runs `edgekit.export.export_model` with trust_model=True and writes its
-outcome to result.json ({"ok": true} or {"error": {"type", "message"}}); progress and library
-output go to its stderr, which the parent relays line by line. The manifest is written by the
-worker into the output folder, exactly as an export in this process would write it.
+the flags. The worker (edgekit.contained_worker) runs `edgekit.export.export_model` with
+trust_model=True and writes its outcome to result.json ({"ok": true} or {"error": {"type",
+"message"}}); progress and library output go to its stderr, which the parent relays line by
+line. The manifest is written by the worker into the output folder, exactly as an export in this
+process would write it.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import edgekit
 from edgekit import errors
-from edgekit.config import Profile, profile_from_dict, profile_to_dict
+from edgekit.config import Profile, profile_to_dict
 from edgekit.progress import Progress
 
 KEEP_NAMES = frozenset({"PATH", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
@@ -52,7 +53,7 @@ SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|PASSPHRASE|CREDENTIAL|AUTH|COO
                          re.IGNORECASE)
 RESULT = "result.json"
 
-_in_worker = False   # True inside `python -m edgekit.contained`: export_model then runs in-process
+_in_worker = False   # set by edgekit.contained_worker: export_model then runs in-process
 
 
 def in_worker() -> bool:
@@ -88,7 +89,7 @@ def export_contained(model_path: Path, out_dir: Path, profile: Profile, calibrat
         env["HOME"] = str(work)   # not the user's: no ~/.git-credentials, ~/.aws, ~/.config there
         progress.update(f"{Path(model_path).name}: trusted by the user; loading and converting it in a "
                         f"subprocess (scrubbed environment, private working directory)")
-        rc = _run([sys.executable, "-m", "edgekit.contained", str(work / "job.json")], work, env,
+        rc = _run([sys.executable, "-m", "edgekit.contained_worker", str(work / "job.json")], work, env,
                   progress.stream if not progress.quiet else sys.stderr)
         result = _read_result(work / RESULT)
     finally:
@@ -143,29 +144,3 @@ def _read_result(path: Path) -> dict:
     except (OSError, json.JSONDecodeError):
         return {}
     return result if isinstance(result, dict) else {}
-
-
-def main(argv: list[str] | None = None) -> int:
-    from edgekit import contained, rundir   # `python -m` runs this file as __main__: flag the module
-    from edgekit.export import export_model
-
-    contained._in_worker = True
-    job_path = Path((argv or sys.argv[1:])[0])
-    job = json.loads(job_path.read_text())
-    result_path = job_path.parent / RESULT
-    try:
-        export_model(job["model"], job["out"], profile_from_dict(job["profile"]), calibration=job["calibration"],
-                     force=job["force"], progress=Progress(quiet=job["quiet"]), trust_model=True)
-    except errors.EdgekitError as e:
-        rundir.atomic_write_json(result_path, {"error": {"type": type(e).__name__, "message": str(e)}})
-        return 1
-    except Exception as e:  # a library failure: one line to the parent, which raises it as ExportError
-        message = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
-        rundir.atomic_write_json(result_path, {"error": {"type": "ExportError", "message": message}})
-        return 1
-    rundir.atomic_write_json(result_path, {"ok": True})
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

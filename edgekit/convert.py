@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.errors import ConfigError, ExportError, ModelError, one_line
-from edgekit.variants import EXPORT_VARIANTS as VARIANTS, Variant, get_variant  # noqa: F401  (TEMP alias)
+from edgekit.variants import Variant
 
 OUTPUT_NAME = "logits"  # the one output of every file (the input is ConversionInputs.input_name)
 

@@ -102,7 +102,28 @@ def available(cpu: str) -> tuple[bool, str]:
         if _unshare_prefix(str(root)) is None:
             return False, ("cannot bind a fake /proc/cpuinfo in a private mount namespace "
                            "(needs root or unprivileged user namespaces for `unshare`)")
+    if spec.arch == "x86_64":
+        return _numpy_runs(cpu)
     return True, ""
+
+
+@lru_cache(maxsize=None)
+def _numpy_runs(cpu: str) -> tuple[bool, str]:
+    """Whether this venv's numpy starts on the emulated x86 CPU: the emulated run uses the venv's
+    own wheels, and a numpy wheel built for a newer baseline (seen here: one needing AVX) dies with
+    an illegal instruction on an SSE4-only model, so that row cannot be measured with it."""
+    from importlib.metadata import version
+
+    cmd, env = _command(_get(cpu), ["-c", "import numpy"])
+    try:
+        rc = subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode
+    except subprocess.TimeoutExpired:
+        return False, f"this venv's Python did not start under {label(cpu)} within 300 s"
+    if rc == 0:
+        return True, ""
+    why = "illegal instruction: the wheel needs a newer CPU" if rc in (-4, 132) else f"exit code {rc}"
+    return False, (f"this venv's numpy {version('numpy')} does not start under {label(cpu)} ({why}); "
+                   f"a numpy built for that CPU is needed to measure it")
 
 
 def run_emulated(cpu: str, files: list[Path], x: np.ndarray, timeout_s: float | None = None,

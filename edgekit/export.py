@@ -12,6 +12,7 @@ thresholds is marked failed but its file is kept, so it can be inspected.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,15 @@ import numpy as np
 from edgekit import rundir
 from edgekit.config import Profile, profile_to_dict
 from edgekit.errors import ConfigError, DataError, ModelError, RunDirError
-from edgekit.export_job import ModelJob, accuracy
+from edgekit.export_job import ExportContext, ModelJob, accuracy, write_parity_inputs
 from edgekit.export_qat import NO_QAT_DATA, NO_QAT_LABELS, QAT_BATCH_SIZE, QAT_FILE, make_or_reuse_qat
 from edgekit.export_variant import NO_CALIBRATION, export_variant, variant_key
 from edgekit.progress import Progress
+from edgekit.variants import VariantClass
 
 # Names that lived here before the split (edgekit.export_job, _qat, _variant) stay importable here.
-__all__ = ["ModelJob", "NO_CALIBRATION", "NO_QAT_DATA", "NO_QAT_LABELS", "QAT_BATCH_SIZE", "QAT_FILE",
-           "RANDOM_PARITY_SAMPLES", "export_model", "export_one", "export_run", "resolve_variants",
+__all__ = ["ExportContext", "ModelJob", "NO_CALIBRATION", "NO_QAT_DATA", "NO_QAT_LABELS", "QAT_BATCH_SIZE",
+           "QAT_FILE", "RANDOM_PARITY_SAMPLES", "export_model", "export_one", "export_run", "resolve_variants",
            "write_parity_json"]
 
 RANDOM_PARITY_SAMPLES = 500   # parity inputs for a user model given without any data
@@ -82,19 +84,22 @@ def export_run(run_dir: str | Path, profile: Profile, models=None, force: bool =
         seed = int(cfg.get("seed", 0))
         x_tr, y_tr, _, _ = split_validation(ds.x_train, ds.y_train, float(cfg.get("val_fraction", 0.1)), seed)
         n_par = len(ds.y_test) if profile.parity_samples is None else min(profile.parity_samples, len(ds.y_test))
+        data = {"parity": f"{ds.name} test set", "samples": int(n_par),
+                "calibration_samples": min(profile.representative_samples, len(y_tr)),
+                "qat_samples": int(len(y_tr)), "data_sha256": sha}
         job = ModelJob(
             name=net, model_path=model_path,
             x_parity=to_float(ds.x_test[:n_par]), y_parity=ds.y_test[:n_par],
             x_fit=x_tr, y_fit=y_tr, seed=seed,  # uint8: QAT and calibration scale it themselves
-            data_key={"data_sha256": sha, "val_fraction": cfg.get("val_fraction", 0.1), "seed": seed})
-        data = {"parity": f"{ds.name} test set", "samples": int(n_par),
-                "calibration_samples": min(profile.representative_samples, len(y_tr)),
-                "qat_samples": int(len(y_tr)), "data_sha256": sha}
-        export_one(run_dir, job, profile, variants, data, force=force, progress=progress)
-    section = rundir.load_manifest(run_dir)["stages"]["export"]
+            data_key={"data_sha256": sha, "val_fraction": cfg.get("val_fraction", 0.1), "seed": seed},
+            data_record=data,  # no file: bench reads the same test set from the data set itself
+            parity_inputs={"dataset": dataset_name, "samples": int(n_par), "data_sha256": sha,
+                           "description": f"{ds.name} test set"})
+        export_one(run_dir, job, profile, variants, force=force, progress=progress)
+    manifest = rundir.load_manifest(run_dir)
     if own_stage:
-        progress.done(_tally(section, names))
-    return section
+        progress.done(_tally(manifest, names))
+    return rundir.section(manifest, "export")
 
 
 def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, calibration=None,
@@ -129,19 +134,21 @@ def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, 
     progress, own_stage = _staged(progress)
     if calibration is not None:
         n_par = len(x) if profile.parity_samples is None else min(profile.parity_samples, len(x))
-        job = ModelJob(name=name, model_path=model_path, x_parity=x[:n_par],
-                       y_parity=None if y is None else y[:n_par], x_fit=x, y_fit=y,
-                       data_key={"calibration_sha256": rundir.sha256_file(calibration)})
         data = {"parity": "user sample", "samples": int(n_par), "labels": y is not None,
                 "calibration": str(Path(calibration).resolve()),
                 "calibration_samples": min(profile.representative_samples, len(x))}
+        job = ModelJob(name=name, model_path=model_path, x_parity=x[:n_par],
+                       y_parity=None if y is None else y[:n_par], x_fit=x, y_fit=y,
+                       data_key={"calibration_sha256": rundir.sha256_file(calibration)}, data_record=data)
+        described = f"user sample {Path(calibration).name}"
     else:
         n_par = min(profile.parity_samples or RANDOM_PARITY_SAMPLES, RANDOM_PARITY_SAMPLES)
         x = np.random.default_rng(0).random((n_par, *input_shape), dtype=np.float32)
-        job = ModelJob(name=name, model_path=model_path, x_parity=x, y_parity=None, x_fit=None, y_fit=None,
-                       data_key={"random_parity_samples": n_par})
         data = {"parity": "random uniform [0, 1) inputs (no --calibration-data given)", "samples": n_par,
                 "labels": False, "calibration_samples": 0}
+        job = ModelJob(name=name, model_path=model_path, x_parity=x, y_parity=None, x_fit=None, y_fit=None,
+                       data_key={"random_parity_samples": n_par}, data_record=data)
+        described = data["parity"]
         needing = [v.name for v in variants if v.needs_calibration or v.needs_qat]
         if needing:
             progress.update(f"no --calibration-data: skipping {', '.join(needing)} (they need data); "
@@ -151,11 +158,14 @@ def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, 
     def put_scan(m: dict) -> None:
         rundir.stage(m, "export").setdefault("models", {}).setdefault(name, {})["model_scan"] = scan_rec
     rundir.update_manifest(out_dir, put_scan)
-    export_one(out_dir, job, profile, variants, data, force=force, progress=progress, model=model)
-    section = rundir.load_manifest(out_dir)["stages"]["export"]
+    # the inputs parity runs on, stored before any variant is made: bench measures on the same images
+    parity_inputs = write_parity_inputs(out_dir, name, job.x_parity, job.y_parity, described)
+    job = dataclasses.replace(job, parity_inputs=parity_inputs)
+    export_one(out_dir, job, profile, variants, force=force, progress=progress, model=model)
+    manifest = rundir.load_manifest(out_dir)
     if own_stage:
-        progress.done(_tally(section, [name]))
-    return section
+        progress.done(_tally(manifest, [name]))
+    return rundir.section(manifest, "export")
 
 
 def _staged(progress: Progress | None) -> tuple[Progress, bool]:
@@ -168,10 +178,10 @@ def _staged(progress: Progress | None) -> tuple[Progress, bool]:
     return progress, True
 
 
-def _tally(section: dict, names) -> str:
+def _tally(manifest: dict, names) -> str:
     counts: dict[str, int] = {}
     for net in names:
-        for v in section.get("models", {}).get(net, {}).get("variants", {}).values():
+        for v in rundir.model_record(manifest, "export", net).get("variants", {}).values():
             counts[v.get("status", "?")] = counts.get(v.get("status", "?"), 0) + 1
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
@@ -182,7 +192,7 @@ def _tally(section: dict, names) -> str:
 def resolve_variants(profile: Profile) -> list:
     """The profile's variants, checked against the registry; float ones first, because the
     others' size ratio is measured against the fp32 file of the same format."""
-    from edgekit.convert import VARIANTS
+    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
 
     if not profile.variants:
         raise ConfigError(f"profile '{profile.name}' lists no variants; add variants = [...] "
@@ -192,7 +202,7 @@ def resolve_variants(profile: Profile) -> list:
         raise ConfigError(f"profile '{profile.name}' lists unknown variants {unknown}; "
                           f"use any of {', '.join(VARIANTS)}")
     chosen = [VARIANTS[v] for v in dict.fromkeys(profile.variants)]
-    return sorted(chosen, key=lambda v: v.variant_class != "float")
+    return sorted(chosen, key=lambda v: v.variant_class is not VariantClass.FLOAT)
 
 
 def _single_input_shape(model, path: Path) -> tuple[int, ...]:
@@ -212,7 +222,7 @@ def _single_input_shape(model, path: Path) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------
 # One model
 
-def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, data: dict,
+def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list,
                force: bool = False, progress: Progress | None = None, model=None) -> dict:
     """QAT (when needed), then every variant of one model; the manifest is updated after each.
 
@@ -227,7 +237,7 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
     run_dir = Path(run_dir)
     out_dir = run_dir / "export" / job.name
     source = rundir.file_record(run_dir, job.model_path)
-    old = rundir.load_manifest(run_dir).get("stages", {}).get("export", {}).get("models", {}).get(job.name, {})
+    old = rundir.model_record(rundir.load_manifest(run_dir), "export", job.name)
 
     def float_model():
         nonlocal model
@@ -238,8 +248,8 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
 
     qat_model, qat_rec = None, None
     if any(v.needs_qat for v in variants):
-        qat_model, qat_rec = make_or_reuse_qat(run_dir, job, float_model, source, profile, old.get("qat"), force,
-                                               progress)
+        qat_model, qat_rec = make_or_reuse_qat(run_dir, job, float_model, source, profile,
+                                               None if force else old.get("qat"), progress)
     keys = {v.name: variant_key(v, profile, source, job, qat_rec) for v in variants}
     fresh = {v.name for v in variants
              if not force and rundir.is_fresh(run_dir, old.get("variants", {}).get(v.name), keys[v.name])}
@@ -269,9 +279,11 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
         sec = rundir.stage(m, "export")
         sec["profile"] = profile_to_dict(profile)
         sec["versions"] = rundir.versions()  # parity and kernel fidelity depend on the CPU and runtimes
-        sec["data"] = data
+        sec["data"] = job.data_record
         rec = sec.setdefault("models", {}).setdefault(job.name, {})
         rec.update(header)
+        if job.parity_inputs is not None:
+            rec["parity_inputs"] = job.parity_inputs
         if qat_rec is not None:
             rec["qat"] = qat_rec
         # variants this profile no longer asks for would be benched and gated as if current
@@ -279,7 +291,9 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
     rundir.update_manifest(run_dir, put_header)
 
     qat_problem = None if not qat_rec or qat_rec["status"] == "ok" else (qat_rec["status"], qat_rec["error"])
-    fp32_size: dict[str, dict] = {}  # format -> the fp32 file's record (size_bytes, weight_bytes)
+    ctx = ExportContext(run_dir=run_dir, out_dir=out_dir, job=job, profile=profile, progress=progress, inputs=inputs,
+                        ref_outputs=ref_outputs, float_acc=header["float_accuracy"], fp32_size={},
+                        qat_problem=qat_problem, have_calibration=representative is not None)
     for i, variant in enumerate(variants):
         key = keys[variant.name]
         if variant.name in fresh:
@@ -287,17 +301,15 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
             progress.update(f"{variant.name} is current ({rec['file']['path']}); reused", model=job.name)
         else:
             progress.update(f"{variant.name}", model=job.name, fraction=i / len(variants))
-            rec = export_variant(run_dir, out_dir, job, variant, inputs, key, profile, ref_outputs,
-                                 header["float_accuracy"], fp32_size, qat_problem, representative is not None,
-                                 progress)
-        if variant.variant_class == "float" and rec.get("status") == "ok":
-            fp32_size[variant.format] = rec["file"]
+            rec = export_variant(ctx, variant, key)
+        if variant.variant_class is VariantClass.FLOAT and rec.get("status") == "ok":
+            ctx.fp32_size[variant.format] = rec["file"]
 
         def put_variant(m: dict, rec=rec, name=variant.name) -> None:
             rundir.stage(m, "export")["models"][job.name].setdefault("variants", {})[name] = rec
         manifest = rundir.update_manifest(run_dir, put_variant)
         write_parity_json(run_dir, manifest)
-    return rundir.stage(rundir.load_manifest(run_dir), "export")["models"][job.name]
+    return rundir.model_record(rundir.load_manifest(run_dir), "export", job.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,9 +318,9 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list, d
 def write_parity_json(run_dir: Path, manifest: dict | None = None) -> Path:
     """All parity rows of the run in one file, for people and tools that do not read manifests."""
     m = manifest or rundir.load_manifest(run_dir)
-    sec = m.get("stages", {}).get("export", {})
+    sec = rundir.section(m, "export")
     rows = []
-    for net, rec in sec.get("models", {}).items():
+    for net, rec in rundir.model_records(m, "export").items():
         for vname, v in rec.get("variants", {}).items():
             kf = v.get("kernel_fidelity") or {}
             row = {"model": net, "variant": vname, "status": v.get("status"), "reference": v.get("reference"),

@@ -1,12 +1,24 @@
-"""The per-model hand-off of `edgekit export`: what export_run/export_model prepare and the QAT
-and per-variant steps (edgekit.export_qat, edgekit.export_variant) read."""
+"""The per-model hand-off of `edgekit export`: what export_run/export_model prepare (ModelJob,
+and the parity inputs stored for bench), and what the variant steps share (ExportContext)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from edgekit import rundir
+
+if TYPE_CHECKING:
+    from edgekit.config import Profile
+    from edgekit.convert import ConversionInputs
+    from edgekit.progress import Progress
+
+PARITY_INPUTS_FILE = "parity_inputs.npz"   # export/<model>/: the images parity ran on (user models)
 
 
 @dataclass(frozen=True, eq=False)
@@ -20,7 +32,58 @@ class ModelJob:
     y_fit: np.ndarray | None
     seed: int = 0
     data_key: Any = None             # what identifies the data, hashed into every key
+    data_record: dict = field(default_factory=dict)   # the export section's `data`: how the data was chosen
+    parity_inputs: dict | None = None   # the model's `parity_inputs` record: where bench finds x_parity
+
+
+@dataclass(frozen=True, eq=False)
+class ExportContext:
+    """What every variant of one model shares, set up once by export_one before the variants are
+    made, so a variant step takes (ctx, variant, key) instead of a dozen loose arguments."""
+    run_dir: Path
+    out_dir: Path                        # run_dir/export/<model>: where the variant files go
+    job: ModelJob
+    profile: Profile
+    progress: Progress
+    inputs: ConversionInputs | None      # None when every variant is current (nothing is converted)
+    ref_outputs: dict[str, np.ndarray]   # reference ("float", "qat") -> its outputs on job.x_parity
+    float_acc: float | None              # the float model's accuracy on job.x_parity (None without labels)
+    # format -> the fp32 file's record (size_bytes, weight_bytes): filled by export_one as float
+    # variants finish (they run first), read by the others for their size ratio
+    fp32_size: dict[str, dict]
+    qat_problem: tuple[str, str] | None  # (status, why) when there is no QAT model for the QAT variants
+    have_calibration: bool               # a representative set exists for the calibrated variants
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
     return None if labels is None else float(np.mean(np.argmax(outputs, axis=1) == labels))
+
+
+def write_parity_inputs(run_dir: Path, name: str, x: np.ndarray, y: np.ndarray | None, description: str) -> dict:
+    """Store the inputs parity runs on (x, and y when labelled) in export/<name>/, so bench measures
+    a user's model on the very images export judged it on; returns the manifest record.
+
+    The bytes depend on the arrays alone (fixed zip timestamps), so an unchanged re-run finds the
+    file it would write and leaves it, and the recorded sha256 stays the file's."""
+    arrays = {"x": np.asarray(x, np.float32)}
+    if y is not None:
+        arrays["y"] = np.asarray(y, np.int64)
+    data = _npz_bytes(arrays)
+    sha = hashlib.sha256(data).hexdigest()
+    rel = f"export/{name}/{PARITY_INPUTS_FILE}"
+    path = Path(run_dir) / rel
+    if not path.is_file() or rundir.sha256_file(path) != sha:
+        rundir.atomic_write_bytes(path, data)
+    return {"path": rel, "sha256": sha, "samples": int(len(arrays["x"])), "labels": y is not None,
+            "description": description}
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz (np.load reads it) whose bytes are a function of the arrays: np.savez stamps each
+    member with the current time, which would change the sha256 on every run."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for key, a in arrays.items():
+            with z.open(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()

@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 from edgekit import rundir
 from edgekit.config import Profile
-from edgekit.errors import ModelError
+from edgekit.errors import ModelError, one_line
 from edgekit.export_job import ModelJob, accuracy
-from edgekit.export_variant import loud, one_line
+from edgekit.export_variant import loud
 from edgekit.progress import Progress
 
 QAT_BATCH_SIZE = 128
@@ -24,9 +24,10 @@ NO_QAT_LABELS = "QAT needs labels; add y (integer labels) to the --calibration-d
 
 
 def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], Any], source: dict,
-                      profile: Profile, prev: dict | None, force: bool, progress: Progress):
-    """The QAT model: reused when fresh (not loaded here: nothing may need it), else wrapped,
-    fine-tuned and saved as qat.h5. Returns (model or None, record); a failure is recorded, not raised."""
+                      profile: Profile, reusable: dict | None, progress: Progress):
+    """The QAT model: `reusable` (the recorded one, None to force a new one) when still fresh (not
+    loaded here: nothing may need it), else wrapped, fine-tuned and saved as qat.h5. Returns
+    (model or None, record); a failure is recorded, not raised."""
     import warnings
 
     from edgekit.parity import predict_keras
@@ -42,9 +43,9 @@ def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], An
         progress.update(f"QAT skipped: {base['error']}", model=job.name)
         return None, base
     path = run_dir / "export" / job.name / QAT_FILE
-    if not force and rundir.is_fresh(run_dir, prev, key):
-        progress.update(f"QAT model is current ({prev['file']['path']}); reused", model=job.name)
-        return None, prev
+    if rundir.is_fresh(run_dir, reusable, key):
+        progress.update(f"QAT model is current ({reusable['file']['path']}); reused", model=job.name)
+        return None, reusable
 
     model = float_model()
     t0 = time.monotonic()
@@ -59,7 +60,7 @@ def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], An
     except ModelError as e:
         return None, _qat_failed(base, path, str(e), t0, job, progress)
     except Exception as e:  # tfmot/TF errors: the QAT variants fail, the rest go on
-        return None, _qat_failed(base, path, one_line(e), t0, job, progress)
+        return None, _qat_failed(base, path, one_line(e, limit=500), t0, job, progress)
     file_rec = rundir.file_record(run_dir, path)
     acc = accuracy(predict_keras(qat_model, job.x_parity), job.y_parity)
     rec = dict(base, status="ok", file=file_rec, files=[file_rec], accuracy=acc, fit=fit,

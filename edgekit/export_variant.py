@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from edgekit import rundir
 from edgekit.config import Profile
-from edgekit.errors import EdgekitError
-from edgekit.export_job import ModelJob
+from edgekit.errors import one_line
+from edgekit.export_job import ExportContext, ModelJob
 from edgekit.progress import Progress
+from edgekit.variants import Format, Variant, VariantClass
 
 NO_CALIBRATION = "needs calibration data; pass --calibration-data FILE.npz with x (model inputs)"
 
@@ -50,12 +50,12 @@ def _measured_on() -> dict:
             **{k: v.get(k) for k in ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")}}
 
 
-def _is_int8(variant) -> bool:
-    return variant.variant_class.startswith("int8")
+def _is_int8(variant: Variant) -> bool:
+    return variant.is_int8
 
 
-def _is_onnx_int8(variant) -> bool:
-    return variant.format == "onnx" and _is_int8(variant)
+def _is_onnx_int8(variant: Variant) -> bool:
+    return variant.format == Format.ONNX and variant.is_int8
 
 
 def _emulated_cpus(profile: Profile) -> dict[str, bool] | None:
@@ -77,31 +77,30 @@ def _blank_record(variant, key: str, status: str, error: str | None, profile: Pr
     return rec
 
 
-def export_variant(run_dir: Path, out_dir: Path, job: ModelJob, variant, inputs, key: str, profile: Profile,
-                   ref_outputs: dict, float_acc: float | None, fp32_size: dict, qat_problem,
-                   have_calibration: bool, progress: Progress) -> dict:
+def export_variant(ctx: ExportContext, variant, key: str) -> dict:
     """Make one file atomically, validate it, judge it. Never raises for a variant's own failure."""
     from edgekit.convert import io_details
     from edgekit.cpu_parity import emulated_parity
     from edgekit.fidelity import fast_outputs, kernel_fidelity
     from edgekit.parity import accuracy_drop_points, check_thresholds, compare, describe_failures
-    from edgekit.quantize import audit_int8
+    from edgekit.audit import audit_int8
     from edgekit.weight_bytes import weight_bytes
 
+    job, profile, progress, ref_outputs = ctx.job, ctx.profile, ctx.progress, ctx.ref_outputs
     suffix = variant.suffix if variant.suffix.startswith(".") else f".{variant.suffix}"
-    final = out_dir / f"{variant.name}{suffix}"
-    if variant.needs_calibration and not have_calibration:
-        return _skip(final, variant, key, "skipped", NO_CALIBRATION, job, progress)
-    if variant.needs_qat and qat_problem:
-        status, why = qat_problem
-        return _skip(final, variant, key, status, f"needs the QAT model: {why}", job, progress)
+    final = ctx.out_dir / f"{variant.name}{suffix}"
+    if variant.needs_calibration and not ctx.have_calibration:
+        return _skip(ctx, final, variant, key, "skipped", NO_CALIBRATION)
+    if variant.needs_qat and ctx.qat_problem:
+        status, why = ctx.qat_problem
+        return _skip(ctx, final, variant, key, status, f"needs the QAT model: {why}")
 
     th = profile.thresholds_for(variant.name, variant.variant_class)
     encoding = profile.onnx_int8_encoding if _is_onnx_int8(variant) else None
     t0 = time.monotonic()
     try:
         with rundir.atomic_path(final) as tmp:
-            variant.make(inputs, tmp)
+            variant.make(ctx.inputs, tmp)
             ins, outs = io_details(tmp)
             outputs = fast_outputs(tmp, job.x_parity)  # the runtime's default path, as users run it
             result = compare(ref_outputs[variant.reference], outputs, job.y_parity)
@@ -120,20 +119,17 @@ def export_variant(run_dir: Path, out_dir: Path, job: ModelJob, variant, inputs,
     except Exception as e:  # a conversion library's own error types vary; record it, go on
         if final.is_file():  # a stale file of an earlier run must not outlive this failure
             final.unlink()
-        error = one_line(e)
-        if not isinstance(e, EdgekitError):
-            tb = traceback.extract_tb(e.__traceback__)[-1]
-            error += f" (at {Path(tb.filename).name}:{tb.lineno})"
+        error = one_line(e, limit=500, where=True)
         loud(progress, job.name, variant.name, error)
         rec = _blank_record(variant, key, "failed", error, profile)
         rec["seconds"] = round(time.monotonic() - t0, 3)
         return rec
 
-    file_rec = dict(rundir.file_record(run_dir, final), weight_bytes=int(weights))
+    file_rec = dict(rundir.file_record(ctx.run_dir, final), weight_bytes=int(weights))
     parity = result.to_dict()
-    parity["float_accuracy"] = float_acc
-    parity["accuracy_drop_points"] = accuracy_drop_points(float_acc, result.accuracy)
-    fp32 = {} if variant.variant_class == "float" else fp32_size.get(variant.format) or {}
+    parity["float_accuracy"] = ctx.float_acc
+    parity["accuracy_drop_points"] = accuracy_drop_points(ctx.float_acc, result.accuracy)
+    fp32 = {} if variant.variant_class is VariantClass.FLOAT else ctx.fp32_size.get(variant.format) or {}
     checks = check_thresholds(th, parity, file_rec["size_bytes"], fp32.get("size_bytes"),
                               weight_bytes=file_rec["weight_bytes"], fp32_weight_bytes=fp32.get("weight_bytes"),
                               kernel_fidelity=fidelity, emulated_parity=emulated)
@@ -160,13 +156,13 @@ def export_variant(run_dir: Path, out_dir: Path, job: ModelJob, variant, inputs,
     return rec
 
 
-def _skip(final: Path, variant, key: str, status: str, why: str, job: ModelJob, progress: Progress) -> dict:
+def _skip(ctx: ExportContext, final: Path, variant, key: str, status: str, why: str) -> dict:
     if final.is_file():  # the manifest must not list, nor the folder hold, a file it no longer vouches for
         final.unlink()
     if status == "failed":
-        loud(progress, job.name, variant.name, why)
+        loud(ctx.progress, ctx.job.name, variant.name, why)
     else:
-        progress.update(f"{variant.name} skipped: {why}", model=job.name)
+        ctx.progress.update(f"{variant.name} skipped: {why}", model=ctx.job.name)
     return _blank_record(variant, key, status, why)
 
 
@@ -175,11 +171,3 @@ def loud(progress: Progress, model: str, variant: str, message: str) -> None:
     progress.update(f"{variant} FAILED: {message}", model=model)
     if progress.quiet or progress.stream is not sys.stderr:
         print(f"edgekit: export {model} {variant} FAILED: {message}", file=sys.stderr, flush=True)
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    msg = text[0] if text else ""
-    if not isinstance(e, EdgekitError):
-        msg = f"{type(e).__name__}: {msg}"
-    return msg[:500]

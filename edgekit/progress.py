@@ -55,6 +55,3 @@ class Progress:
     def done(self, what: str = "") -> None:
         self.update(f"{self.stage_name or 'edgekit'} done in {_clock(time.monotonic() - self.stage_t0)}"
                     + (f" ({what})" if what else ""))
-
-
-SILENT = Progress(quiet=True)

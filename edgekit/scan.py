@@ -25,13 +25,14 @@ import json
 import logging
 import time
 import zipfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+from edgekit import scan_savedmodel
 from edgekit.errors import ModelError, UntrustedModelError
+from edgekit.scan_findings import PYTHON_CALLBACK_OPS, Finding
 
-PYTHON_CALLBACK_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 # Module prefixes whose classes tf_keras deserializes from its own code (the `.keras` loader
 # imports any other module a config names: that import is the custom-object risk).
 TRUSTED_MODULES = ("keras", "tf_keras", "tensorflow_model_optimization")
@@ -61,44 +62,6 @@ TENSOR_ATTRIBUTES = frozenset(
     "values flat_values row_splits nested_row_splits value_rowids nested_value_rowids nrows row_starts "
     "row_limits row_lengths nested_row_lengths bounding_shape with_values with_flat_values "
     "with_row_splits_dtype merge_dims to_tensor to_sparse indices dense_shape".split())
-RISKS = {
-    "lambda-layer": "Python code stored in the file, run when the model is loaded or called",
-    "custom-object": "a class from outside tf_keras/tfmot: loading it imports and runs that code",
-    "tf-function": ("a TensorFlow function that is not a pure math/array op: the loader looks it up by "
-                    "name and runs it on every call (tf.print, for one, writes to files)"),
-    "builtin-function": ("a Python built-in that is not a tf_keras activation, loss or initializer: "
-                         "the loader looks it up by name and calls it"),
-    "python-callback-op": "a graph op that calls Python code when the graph runs",
-    "file-op": "a graph op that reads or writes files when the graph runs",
-    "checkpoint-op": ("a checkpoint op outside the SavedModel's own save/restore functions: it reads or "
-                      "writes files when the graph runs"),
-    "unknown-op": "an op TensorFlow does not know, from a custom kernel library",
-    "scan-error": "the file could not be scanned, so nothing vouches for it",
-}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing in a model file that can run code or touch the machine when it is loaded or run."""
-    kind: str        # a key of RISKS
-    name: str        # layer name and class, or op name
-    where: str       # the file (or archive member) it was found in
-    found_by: str    # "modelscan" or "edgekit"
-
-    def __post_init__(self) -> None:
-        # names come from the file: no control characters (the refusal stays one line), no essays
-        for field in ("name", "where"):
-            text = "".join(c if c.isprintable() else "?" for c in str(getattr(self, field)))
-            object.__setattr__(self, field, text if len(text) <= 160 else text[:157] + "...")
-
-    @property
-    def risk(self) -> str:
-        return RISKS[self.kind]
-
-    def to_dict(self) -> dict:
-        return dict(asdict(self), risk=self.risk)
-
-
 @dataclass(frozen=True)
 class ScanReport:
     """What the scan found in one model file; empty `findings` means nothing to refuse."""
@@ -121,8 +84,6 @@ class ScanReport:
 def scan_model(path: str | Path) -> ScanReport:
     """Scan a .keras / HDF5 file or a SavedModel folder without deserializing any of it."""
     import modelscan.modelscan  # noqa: F401  (imports TensorFlow: paid once, not timed as the scan)
-
-    from edgekit import scan_savedmodel
 
     path = Path(path)
     t0 = time.perf_counter()

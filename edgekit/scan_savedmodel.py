@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgekit.errors import ModelError
-from edgekit.scan import PYTHON_CALLBACK_OPS, Finding
+from edgekit.scan_findings import PYTHON_CALLBACK_OPS, Finding
 
 METADATA_FILE = "keras_metadata.pb"
 # Ops that read or write files (or map them into memory) as the graph runs; modelscan already

@@ -1,5 +1,7 @@
-"""The package's shape, read from its source with `ast` (nothing is imported, no TensorFlow): small
+"""The package's shape, read from its source with `ast` (only the TensorFlow-free registries are imported, for their names): small
 modules, no import cycles, and stages that meet only in the run directory (ARCHITECTURE.md).
+
+Names: a variant, runtime or network name is spelled only in its registry.
 
 Imports count wherever they are written (module level or inside a function): a function-level
 import is still a dependency, only a later one.
@@ -20,21 +22,18 @@ STAGE_PARTS = {
     "edgekit.export_qat": "edgekit.export",       # the QAT model export makes and reuses
     "edgekit.export_variant": "edgekit.export",   # make, validate and judge one variant
     "edgekit.contained": "edgekit.export",        # export of a trusted user model in a subprocess
+    "edgekit.contained_worker": "edgekit.export", # the contained export's subprocess entry
     "edgekit.bench_plan": "edgekit.bench",        # files, test sets and worker jobs
     "edgekit.bench_records": "edgekit.bench",     # results records from worker events
     "edgekit.bench_worker": "edgekit.bench",      # the worker subprocess
+    "edgekit.bench_job": "edgekit.bench",         # the typed job planner and worker share
 }
 ORCHESTRATORS = ("edgekit.cli", "edgekit.pipeline")   # the only modules that may import stages
 
 # Import cycles present when this test was written, in modules outside the export/bench split.
 # Listed, not hidden: a new cycle, or one of these growing, fails; once one is gone, the test
 # asks for its entry to be deleted.
-KNOWN_CYCLES = (
-    # scan imports scan_savedmodel inside a function; scan_savedmodel imports scan's Finding
-    frozenset({"edgekit.scan", "edgekit.scan_savedmodel"}),
-    # export_model dispatches to contained; contained's worker entry runs export_model
-    frozenset({"edgekit.export", "edgekit.contained"}),
-)
+KNOWN_CYCLES: tuple[frozenset[str], ...] = ()
 
 
 def _modules() -> dict[str, Path]:
@@ -154,3 +153,57 @@ def test_stages_meet_only_in_the_run_directory():
             bad.append(f"{mod} imports {dep} (stage {theirs})" if mine is None
                        else f"{mod} (stage {mine}) imports {dep} (stage {theirs})")
     assert not bad, "stages talk through the run directory; cli and pipeline orchestrate: " + "; ".join(sorted(bad))
+
+
+# ---------------------------------------------------------------- names live in their registries
+
+# The registries: the only modules that may spell a variant, runtime or network name.
+REGISTRIES = ("edgekit.variants", "edgekit.runtimes", "edgekit.models")
+# The same strings where they name something else (a PyPI distribution, a Python package, a file
+# serialization), each with why: a new entry needs a reason a reviewer can check.
+NOT_A_REGISTRY_NAME = {
+    ("edgekit.emulation", "onnxruntime"): "PyPI wheel the arm64 sysroot pins (setup_arm64.sh)",
+    ("edgekit.export_variant", "onnxruntime"): "PyPI distribution whose version the record keeps",
+    ("edgekit.scan", "keras"): "the Python package `keras` and the .keras file serialization",
+}
+
+
+def _registry_names() -> set[str]:
+    """Every registered variant, runtime and network name (the registries import no TensorFlow)."""
+    from edgekit.models import NETWORKS
+    from edgekit.runtimes import RUNTIMES
+    from edgekit.variants import VARIANTS
+
+    return set(VARIANTS) | set(RUNTIMES) | set(NETWORKS)
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, kinds) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+
+
+def test_no_behaviour_chosen_by_a_name_literal_outside_the_registries():
+    """A string equal to a variant/runtime/network name outside its registry means behaviour chosen
+    by name (or a second list of names): look the row up by its fields (role, format, class) instead."""
+    names = _registry_names()
+    found = []
+    for mod, path in MODULES.items():
+        if mod in REGISTRIES:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+                    and id(node) not in docs and (mod, node.value) not in NOT_A_REGISTRY_NAME):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.value!r}")
+    assert not found, "name literals outside the registries: " + "; ".join(found)
+
+
+def test_the_name_rule_sees_a_name_literal():
+    """Guards the rule itself: a module comparing against a variant name is caught."""
+    tree = ast.parse('def f(v):\n    """keras-fp32 in a docstring is fine"""\n    return v == "keras-fp32"\n')
+    docs = _docstrings(tree)
+    hits = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in _registry_names()
+            and id(n) not in docs]
+    assert hits == ["keras-fp32"]

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
+import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,11 @@ import pytest
 
 from conftest import copy_run
 from edgekit import machine, rundir
-from edgekit.bench import (ModelFile, TestSet, assemble_records, bench_key, bench_run, find_model_files,
+from edgekit.bench import (BenchJob, ModelFile, TestSet, assemble_records, bench_key, bench_run, find_model_files,
                            run_worker)
+from edgekit.bench_job import BenchUnit
+from edgekit.latency import QUICK
+from edgekit.progress import Progress
 from edgekit.results import validate_results
 from edgekit.errors import ConfigError, RunDirError
 
@@ -221,11 +227,11 @@ def test_assemble_records_from_events():
 
 
 def test_worker_that_cannot_start_fails_its_files(tmp_path):
-    job = {"runtime": "litert", "units": [{"id": 0, "path": "a.tflite", "data": "x"},
-                                          {"id": 1, "path": "b.tflite", "data": "x"}],
-           "data": {"x": str(tmp_path / "missing.npy")}, "option_sets": [{"xnnpack": True}], "threads": [1],
-           "batches": [1], "predict": True, "predict_threads": 1, "predict_batch": 8, "predict_samples": [None],
-           "timing": None}
+    units = (BenchUnit(0, "m", "a", "a.tflite", "x"), BenchUnit(1, "m", "b", "b.tflite", "x"))
+    job = BenchJob(runtime="litert", units=units,
+                   data={"x": str(tmp_path / "missing.npy")}, option_sets=({"xnnpack": True},), threads=(1,),
+                   batches=(1,), timing=None, predict=True, predict_threads=1, predict_samples=(None,),
+                   predict_batch=8)
     events = run_worker(job, tmp_path / "w")
     crashes = [e for e in events if e["type"] == "crash"]
     assert [e["id"] for e in crashes] == [0, 1]
@@ -334,3 +340,130 @@ def test_failed_and_skipped_variants_keep_a_record(exported_run, tmp_path):
         assert total["limit"] == "< 1800" and total["met"] is (results["seconds"] < 1800)
     assert targets.main(["--run", str(run), "--out", str(tmp_path / "targets.json")]) in (0, 1)
     assert json.loads((tmp_path / "targets.json").read_text())["rows"]
+
+
+def test_bench_job_crosses_the_process_boundary_whole():
+    """The JSON a worker reads gives back the very job planned: every field, typed."""
+    unit = BenchUnit(3, "cnn", "tflite-fp32", "/r/export/cnn/tflite-fp32.tflite", "k")
+    job = BenchJob(runtime="litert", units=(unit,),
+                   data={"k": "/tmp/x-0.npy"}, option_sets=({"xnnpack": True}, {"xnnpack": False}), threads=(1, 2),
+                   batches=(1, 32), timing=QUICK, predict=True, predict_threads=1, predict_samples=(None, 2000),
+                   predict_batch=256)
+    text = job.to_json()
+    assert BenchJob.from_json(text) == job
+    assert set(json.loads(text)) == {f.name for f in dataclasses.fields(BenchJob)}
+    assert BenchJob.from_json(text).timing == QUICK and job.timed_settings() == 1 * 2 * 2 * 2
+    reference = dataclasses.replace(job, timing=None, threads=(), reference_only=True)
+    assert BenchJob.from_json(reference.to_json()) == reference and reference.timed_settings() == 0
+    with pytest.raises(TypeError):  # a key the worker does not know is an error, not ignored
+        BenchJob.from_json(json.dumps(dict(json.loads(text), predict_thread=1)))
+
+
+PARITY_SAMPLES = 300
+
+
+@pytest.fixture
+def user_model_run(exported_run, synthetic, tmp_path):
+    """A run directory as `export --model mine.keras --calibration-data FILE` leaves it (no train
+    record), built by hand per export's contract: the user's model, one ONNX variant, and the
+    parity inputs export ran on in export/mine/parity_inputs.npz, recorded with their sha256.
+    The recorded calibration file does not exist: bench must not need it."""
+    from edgekit.data import to_float
+
+    run = tmp_path / "run"
+    (run / "export" / "mine").mkdir(parents=True)
+    shutil.copy(exported_run / "train" / "cnn" / "model.keras", run / "mine.keras")
+    shutil.copy(exported_run / "export" / "cnn" / "onnx-fp32.onnx", run / "export" / "mine" / "onnx-fp32.onnx")
+    x = to_float(synthetic.x_test[:PARITY_SAMPLES])
+    y = synthetic.y_test[:PARITY_SAMPLES].astype(np.int64)
+    np.savez(run / "export" / "mine" / "parity_inputs.npz", x=x, y=y)
+    cnn = rundir.model_record(rundir.load_manifest(exported_run), "export", "cnn")
+
+    def put(m: dict) -> None:
+        onnx = dict(cnn["variants"]["onnx-fp32"], file=rundir.file_record(run, run / "export/mine/onnx-fp32.onnx"))
+        rundir.stage(m, "export").update(
+            data={"parity": "user sample", "samples": PARITY_SAMPLES, "labels": True,
+                  "calibration": str(tmp_path / "gone.npz"), "calibration_samples": 100},
+            models={"mine": {
+                "source": rundir.file_record(run, run / "mine.keras"), "input_shape": [28, 28, 1],
+                "num_classes": 10, "variants": {"onnx-fp32": onnx},
+                "parity_inputs": {"path": "export/mine/parity_inputs.npz",
+                                  "sha256": rundir.sha256_file(run / "export/mine/parity_inputs.npz"),
+                                  "samples": PARITY_SAMPLES, "labels": True, "description": "user sample calib.npz"}}})
+    rundir.update_manifest(run, put)
+    return run, x, y
+
+
+def test_user_model_is_benched_on_the_recorded_parity_inputs(user_model_run):
+    """Accuracy on the recorded images and labels (not regenerated inputs, not the calibration
+    file): the float model's accuracy computed here on the same arrays, agreement 1 for fp32 ONNX."""
+    from edgekit.runtimes import get_runtime
+
+    run, x, y = user_model_run
+    results = bench_run(run, runtimes=("onnxruntime",), threads=(1,), batches=(1,), quick=True,
+                        progress=Progress(quiet=True))
+    session = get_runtime("keras").open(run / "mine.keras")
+    want = float(np.mean(session.predict(x, batch_size=64).argmax(axis=1) == y))
+    recs = results["records"]
+    assert recs and all(r["status"] == "ok" and r["model"] == "mine" for r in recs)
+    for r in recs:
+        assert r["samples"] == PARITY_SAMPLES and r["accuracy"] == pytest.approx(want, abs=1e-6)
+        assert r["agreement"] == 1.0
+    assert results["settings"]["data"] == {"mine": "user sample calib.npz"}
+    assert results["settings"]["samples"] == {"mine": PARITY_SAMPLES}
+
+
+def test_force_measures_again_and_without_it_results_are_reused(user_model_run):
+    run = user_model_run[0]
+    settings = dict(runtimes=("onnxruntime",), threads=(1,), batches=(1,), quick=True)
+
+    def bench(**kw) -> str:
+        out = io.StringIO()
+        bench_run(run, **settings, progress=Progress(stream=out), **kw)
+        return out.getvalue()
+    assert "measurements ok" in bench()
+    rundir.update_manifest(run, lambda m: rundir.stage(m, "bench").update(marker="from the first bench"))
+    before = (run / "results.json").read_bytes()
+    log = bench()
+    assert "reused" in log and "measurements ok" not in log
+    assert (run / "results.json").read_bytes() == before
+    assert rundir.section(rundir.load_manifest(run), "bench")["marker"] == "from the first bench"
+    log = bench(force=True)
+    assert "reused" not in log and "measurements ok" in log
+    section = rundir.section(rundir.load_manifest(run), "bench")
+    assert "marker" not in section and rundir.is_fresh(run, section, section["key"])  # a new record of new files
+    assert json.loads((run / "results.json").read_text())["records"]
+
+
+def test_cli_bench_force_reaches_bench_run(user_model_run, capsys):
+    """`edgekit bench --force` measures again where `edgekit bench` reuses."""
+    from edgekit.cli import main
+
+    run = user_model_run[0]
+    args = ["bench", "--run", str(run), "--runtimes", "onnxruntime", "--threads", "1", "--batch-sizes", "1", "--quick"]
+    main(args)
+    assert "measurements ok" in capsys.readouterr().err
+    main(args)
+    assert "reused" in capsys.readouterr().err
+    main(args + ["--force"])
+    err = capsys.readouterr().err
+    assert "reused" not in err and "measurements ok" in err
+
+
+def _break(run: Path, change) -> None:
+    rundir.update_manifest(run, lambda m: change(rundir.model_record(m, "export", "mine")))
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda rec: rec.pop("parity_inputs"), "export/mine/parity_inputs.npz"),
+    (lambda rec: rec.update(parity_inputs={"samples": 300, "description": "x"}), "export/mine/parity_inputs.npz"),
+    (lambda rec: rec["parity_inputs"].update(path="export/mine/elsewhere.npz"), "elsewhere.npz"),
+    (lambda rec: rec["parity_inputs"].update(sha256="0" * 64), "parity_inputs.npz no longer matches"),
+], ids=["no-record", "no-path", "no-file", "sha256"])
+def test_missing_or_changed_parity_inputs_are_one_line_errors(user_model_run, change, named):
+    run = user_model_run[0]
+    _break(run, change)
+    with pytest.raises(RunDirError) as e:
+        bench_run(run, runtimes=("onnxruntime",), threads=(1,), batches=(1,), quick=True, progress=Progress(quiet=True))
+    msg = str(e.value)
+    assert named in msg and "re-run `edgekit export`" in msg and "\n" not in msg

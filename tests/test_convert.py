@@ -29,7 +29,7 @@ def cnn(trained_run, synthetic):
 
 @pytest.fixture(scope="module")
 def made(cnn, tmp_path_factory) -> dict[str, Path]:
-    from edgekit.convert import VARIANTS
+    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
 
     out = tmp_path_factory.mktemp("variants")
     paths = {}
@@ -40,7 +40,7 @@ def made(cnn, tmp_path_factory) -> dict[str, Path]:
 
 
 def test_registry_names_and_claims():
-    from edgekit.convert import VARIANTS
+    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
 
     assert list(VARIANTS) == EXPECTED
     for v in VARIANTS.values():
@@ -52,7 +52,7 @@ def test_registry_names_and_claims():
 
 def test_every_variant_runs_and_agrees_with_its_reference(made, cnn, synthetic):
     """Float variants match to 1e-4; the rest keep top-1 on data with clear margins."""
-    from edgekit.convert import VARIANTS
+    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
     from edgekit.data import to_float
     from edgekit.runtimes import open_file
 
@@ -72,7 +72,8 @@ def test_every_variant_runs_and_agrees_with_its_reference(made, cnn, synthetic):
 
 
 def test_io_details_batch_dynamic_and_int8_io(made):
-    from edgekit.convert import VARIANTS, io_details
+    from edgekit.convert import io_details
+    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
 
     for name, path in made.items():
         ins, outs = io_details(path)
@@ -111,7 +112,7 @@ def test_every_int8_variant_passes_the_audit(made):
 def test_missing_inputs_are_user_errors(cnn, tmp_path):
     import dataclasses
 
-    from edgekit.convert import VARIANTS, get_variant
+    from edgekit.variants import EXPORT_VARIANTS as VARIANTS, get_variant
 
     no_qat = dataclasses.replace(cnn, qat_model=None)
     with pytest.raises(ModelError, match="needs the QAT model"):
@@ -134,7 +135,8 @@ CLEAN_SIGNATURE = {"serving_default": {"inputs": ["image"], "outputs": ["logits"
 @pytest.fixture(scope="module")
 def mlp_made(trained_run, synthetic, tmp_path_factory) -> dict[str, Path]:
     """The TFLite variants of the MLP, whose QAT file the converter named `tfl.quantize`."""
-    from edgekit.convert import VARIANTS, ConversionInputs
+    from edgekit.convert import ConversionInputs
+    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
     from edgekit.data import to_float
     from edgekit.quantize import finetune_qat, make_qat_model, representative_set
     from edgekit.runtimes.keras_tf import load_keras_model
@@ -172,7 +174,8 @@ def test_every_tflite_file_has_one_signature_and_clean_io_names(made, mlp_made):
 
 def test_every_file_has_its_declared_io_dtype(made, mlp_made):
     """The MLP's files too; int8 I/O needs a usable (non-zero) input scale to quantize images."""
-    from edgekit.convert import VARIANTS, io_details
+    from edgekit.convert import io_details
+    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
 
     for name, path in list(made.items()) + list(mlp_made.items()):
         ins, outs = io_details(path)

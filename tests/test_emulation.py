@@ -92,7 +92,10 @@ def _require(cpu: str) -> None:
     ok, why = emulation.available(cpu)
     if ok:
         return
-    if os.environ.get("CI") and cpu != "arm64" and platform.machine() in ("x86_64", "AMD64"):
+    # the venv's own numpy wheel may need a newer CPU than the emulated one: not a missing tool,
+    # a row that cannot be measured with these wheels (the product shows it as skipped, with this reason)
+    wheel_too_new = why.startswith("this venv's numpy")
+    if os.environ.get("CI") and cpu != "arm64" and platform.machine() in ("x86_64", "AMD64") and not wheel_too_new:
         pytest.fail(f"{cpu} emulation is unavailable in CI: {why}")
     pytest.skip(f"{cpu}: {why}")
 

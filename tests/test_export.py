@@ -26,6 +26,22 @@ def _export_section(run: Path) -> dict:
     return json.loads((run / "manifest.json").read_text())["stages"]["export"]
 
 
+def _stored_parity_inputs(run: Path, name: str) -> tuple[dict, dict]:
+    """A user model's parity_inputs record and the arrays of its file, after checking that the
+    file is where the record says and has the recorded sha256."""
+    rec = _export_section(run)["models"][name]["parity_inputs"]
+    assert rec["path"] == f"export/{name}/parity_inputs.npz"
+    path = run / rec["path"]
+    assert rundir.sha256_file(path) == rec["sha256"]
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert arrays["x"].dtype == np.float32 and len(arrays["x"]) == rec["samples"]
+    assert ("y" in arrays) == rec["labels"] and set(arrays) <= {"x", "y"}
+    if rec["labels"]:
+        assert arrays["y"].dtype == np.int64 and len(arrays["y"]) == rec["samples"]
+    return rec, arrays
+
+
 def _quiet_capture():
     import io
 
@@ -43,6 +59,11 @@ def test_every_variant_exported_validated_and_runnable(exported_run, synthetic):
 
     sec = _export_section(exported_run)
     assert sec["data"]["parity"] == "synthetic test set" and sec["data"]["samples"] == len(synthetic.y_test)
+    # a trained network's parity set is its data set's test set: named and hashed, no file of its own
+    assert sec["models"]["cnn"]["parity_inputs"] == {
+        "dataset": "synthetic", "samples": len(synthetic.y_test), "data_sha256": sec["data"]["data_sha256"],
+        "description": "synthetic test set"}
+    assert not (exported_run / "export" / "cnn" / "parity_inputs.npz").exists()
     from edgekit.machine import describe  # where parity and kernel fidelity were measured
 
     assert sec["versions"]["cpu_class"] == describe()["cpu_class"] and sec["versions"]["onnxruntime"]
@@ -151,14 +172,16 @@ def test_failed_variant_leaves_no_file_and_the_others_go_on(exported_run, tiny_p
     """A converter that writes a corrupt file: the runtime cannot load it, so the variant fails,
     its file (also the good one of the earlier export) is removed, and the next variant is still
     made. A variant below its thresholds is failed too, but keeps its file."""
-    from edgekit import convert
+    from edgekit import convert, variants
     from edgekit.export import export_run
 
     def corrupt(inputs, path):
         Path(path).write_bytes(b"this is not a flatbuffer")
 
-    monkeypatch.setitem(convert.VARIANTS, "tflite-fp16",
-                        dataclasses.replace(convert.VARIANTS["tflite-fp16"], make=corrupt))
+    # a variant row names its converter (edgekit.variants: maker); convert looks it up by that name
+    monkeypatch.setattr(convert, "make_corrupt", corrupt, raising=False)
+    monkeypatch.setitem(variants.EXPORT_VARIANTS, "tflite-fp16",
+                        dataclasses.replace(variants.EXPORT_VARIANTS["tflite-fp16"], maker="make_corrupt"))
     run = copy_run(exported_run, tmp_path / "run")
     folder = run / "export" / "cnn"
     assert (folder / "tflite-fp16.tflite").is_file()
@@ -231,6 +254,10 @@ def test_byo_model_with_calibration_via_cli(byo, tmp_path, capsys):
     assert rec["input_shape"] == [32, 32, 1] and rec["num_classes"] == 5 and rec["float_accuracy"] > 0.6
     assert sec["data"]["parity"] == "user sample" and sec["data"]["samples"] == 200
     assert rec["qat"]["status"] == "ok"
+    pi, arrays = _stored_parity_inputs(out, "mine")
+    assert pi["description"] == "user sample calib.npz" and pi["labels"] is True and pi["samples"] == 200
+    with np.load(byo / "calib.npz") as calib:
+        assert np.array_equal(arrays["x"], calib["x"]) and np.array_equal(arrays["y"], calib["y"])
     for name in ALL_VARIANTS:
         v = rec["variants"][name]
         assert v["file"] is not None, f"{name}: {v['error']}"
@@ -240,6 +267,40 @@ def test_byo_model_with_calibration_via_cli(byo, tmp_path, capsys):
     failed = [n for n, v in rec["variants"].items() if v["status"] != "ok"]
     assert code == (1 if failed else 0), captured.err
     assert (out / "export" / "parity.json").is_file()
+
+
+def test_user_model_parity_inputs_are_the_ones_parity_ran_on(byo, tmp_path):
+    """The stored file is the first parity_samples of the user's sample, and running the variant
+    on it again gives the recorded parity; an unchanged re-run keeps the file byte for byte, a
+    smaller parity set replaces it (and its sha256)."""
+    from edgekit.export import export_model
+    from edgekit.parity import compare_file
+    from edgekit.runtimes.keras_tf import load_keras_model
+
+    out = tmp_path / "o"
+    profile = dataclasses.replace(_default(), variants=("tflite-fp32",), parity_samples=50)
+    rec = export_model(byo / "mine.keras", out, profile, calibration=byo / "calib.npz",
+                       progress=Progress(quiet=True))["models"]["mine"]
+    pi, arrays = _stored_parity_inputs(out, "mine")
+    assert pi == rec["parity_inputs"] and pi["samples"] == 50 and pi["labels"] is True
+    with np.load(byo / "calib.npz") as calib:
+        assert np.array_equal(arrays["x"], calib["x"][:50]) and np.array_equal(arrays["y"], calib["y"][:50])
+    v = rec["variants"]["tflite-fp32"]
+    again = compare_file(out / v["file"]["path"], load_keras_model(byo / "mine.keras"), arrays["x"], arrays["y"])
+    assert v["parity"]["samples"] == 50 and again.accuracy == v["parity"]["accuracy"]
+    assert again.max_abs_diff == pytest.approx(v["parity"]["max_abs_diff"], rel=1e-4, abs=1e-6)
+
+    stored = (out / pi["path"]).read_bytes()
+    rerun = export_model(byo / "mine.keras", out, profile, calibration=byo / "calib.npz",
+                         progress=Progress(quiet=True))["models"]["mine"]
+    assert rerun["parity_inputs"] == pi and (out / pi["path"]).read_bytes() == stored
+    assert rerun["variants"]["tflite-fp32"] == v                      # still current: reused
+
+    fewer = dataclasses.replace(profile, parity_samples=20)
+    export_model(byo / "mine.keras", out, fewer, calibration=byo / "calib.npz", progress=Progress(quiet=True))
+    pi20, arrays20 = _stored_parity_inputs(out, "mine")
+    assert pi20["samples"] == 20 and pi20["sha256"] != pi["sha256"]
+    assert np.array_equal(arrays20["x"], arrays["x"][:20])
 
 
 def test_small_user_model_is_judged_on_weight_bytes_with_kernel_fidelity(tmp_path):
@@ -299,6 +360,13 @@ def test_byo_model_without_calibration_makes_only_data_free_variants(byo, tmp_pa
     rec = sec["models"]["mine"]
     assert "no --calibration-data" in stream.getvalue()
     assert sec["data"]["labels"] is False
+    # the random inputs parity ran on are stored for bench, not re-derived there
+    pi, arrays = _stored_parity_inputs(tmp_path / "out", "mine")
+    assert pi["description"] == "random uniform [0, 1) inputs (no --calibration-data given)"
+    assert pi["labels"] is False and pi["samples"] == sec["data"]["samples"] == rec["variants"]["tflite-fp32"][
+        "parity"]["samples"]
+    expected = np.random.default_rng(0).random((pi["samples"], 32, 32, 1), dtype=np.float32)
+    assert arrays["x"].shape == expected.shape and np.array_equal(arrays["x"], expected)
     assert rec["float_accuracy"] is None and rec["qat"]["status"] == "skipped"
     for name in NO_DATA_VARIANTS:
         v = rec["variants"][name]
@@ -315,9 +383,11 @@ def test_byo_model_without_calibration_makes_only_data_free_variants(byo, tmp_pa
     out = capsys.readouterr().out
     assert "skipped" in out
     assert code == 0
+    _stored_parity_inputs(tmp_path / "out", "mine")     # a re-run keeps file and record consistent
 
 
 def test_byo_without_labels_skips_qat_with_a_reason(byo, tmp_path):
+    from edgekit.data import to_float
     from edgekit.export import export_model
 
     profile = dataclasses.replace(_default(), variants=("tflite-int8-ptq", "tflite-int8-qat"),
@@ -325,6 +395,10 @@ def test_byo_without_labels_skips_qat_with_a_reason(byo, tmp_path):
     rec = export_model(byo / "mine.keras", tmp_path / "o", profile, calibration=byo / "calib_nolabels.npz",
                        progress=Progress(quiet=True))["models"]["mine"]
     assert rec["qat"]["status"] == "skipped" and "labels" in rec["qat"]["error"]
+    pi, arrays = _stored_parity_inputs(tmp_path / "o", "mine")
+    assert pi["labels"] is False and pi["description"] == "user sample calib_nolabels.npz"
+    with np.load(byo / "calib_nolabels.npz") as calib:             # uint8 pixels, no channel axis
+        assert np.array_equal(arrays["x"], to_float(calib["x"])[..., None])
     assert rec["variants"]["tflite-int8-qat"]["status"] == "skipped"
     assert "labels" in rec["variants"]["tflite-int8-qat"]["error"]
     ptq = rec["variants"]["tflite-int8-ptq"]

@@ -17,7 +17,8 @@ def int8_files(tmp_path_factory):
     """tflite-int8-ptq and onnx-int8-ptq of a tiny conv net (random weights), and inputs."""
     import tf_keras as k
 
-    from edgekit.convert import VARIANTS, ConversionInputs
+    from edgekit.convert import ConversionInputs
+    from edgekit.variants import VARIANTS
 
     d = tmp_path_factory.mktemp("fid")
     k.utils.set_random_seed(1)

@@ -6,7 +6,7 @@ import io
 import pytest
 
 from edgekit import progress as progress_mod
-from edgekit.progress import SILENT, Progress, _clock
+from edgekit.progress import Progress, _clock
 
 
 class Clock:
@@ -63,7 +63,6 @@ def test_quiet_prints_nothing(capsys):
     p.start_stage("export")
     p.update("x", model="cnn", fraction=0.5)
     p.done()
-    SILENT.update("also nothing")
     assert capsys.readouterr() == ("", "")
 
 
@@ -74,3 +73,9 @@ def test_default_stream_is_the_current_stderr(capsys):
     captured = capsys.readouterr()
     assert captured.out == "" and "edgekit | hello" in captured.err and "edgekit done in" in captured.err
     assert p.stream is __import__("sys").stderr
+
+
+def test_no_shared_progress_at_module_level():
+    """A default Progress is made per call: one shared instance would carry a stage name (and its
+    clock) from one caller into the next."""
+    assert not [name for name, value in vars(progress_mod).items() if isinstance(value, Progress)]

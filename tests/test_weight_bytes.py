@@ -19,7 +19,8 @@ def dense_files(tmp_path_factory):
     all-zero bias, which would make the expected count depend on that choice."""
     import tf_keras as k
 
-    from edgekit.convert import VARIANTS, ConversionInputs
+    from edgekit.convert import ConversionInputs
+    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
 
     d = tmp_path_factory.mktemp("wb")
     k.utils.set_random_seed(0)

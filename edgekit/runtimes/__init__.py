@@ -100,6 +100,11 @@ def runtime_dists(name: str) -> tuple[str, ...]:
     return rt.dists if rt and rt.dists else (name,)
 
 
+def source_runtime() -> Runtime:
+    """The runtime that runs the Keras models: the bench's accuracy reference."""
+    return next(rt for rt in RUNTIMES.values() if rt.runs_sources)
+
+
 def get_runtime(name: str) -> Runtime:
     try:
         return RUNTIMES[name]
