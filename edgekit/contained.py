@@ -129,9 +129,8 @@ def _export_section(out_dir: Path, model_path: Path) -> dict:
     """The export record the worker wrote; one line, not a KeyError, when it is not there."""
     from edgekit import rundir
 
-    stages = rundir.load_manifest(out_dir).get("stages")
-    section = stages.get("export") if isinstance(stages, dict) else None
-    if not isinstance(section, dict):
+    section = rundir.section(rundir.load_manifest(out_dir), "export")
+    if not section:
         manifest = Path(out_dir) / "manifest.json"
         raise errors.ExportError(f"{model_path}: the contained export reported success but {manifest} has no "
                                  f"export record; run the export again into a new --out directory")

@@ -98,7 +98,7 @@ def check_and_report(run_dir: str | Path, progress: Progress | None = None) -> P
 
     run_dir = Path(run_dir)
     if (run_dir / rundir.MANIFEST).exists() and \
-            rundir.load_manifest(run_dir).get("stages", {}).get("export", {}).get("profile"):
+            rundir.section(rundir.load_manifest(run_dir), "export").get("profile"):
         try:
             check_run(run_dir)
         except EdgekitError as e:
@@ -117,7 +117,6 @@ def summary_table(run_dir: str | Path, gate=None) -> str:
 
     run_dir = Path(run_dir)
     m = rundir.load_manifest(run_dir)
-    stages = m.get("stages", {})
     results = rundir.read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else {"records": []}
     best: dict[tuple[str, str], dict] = {}
     for r in results.get("records", []):
@@ -128,8 +127,8 @@ def summary_table(run_dir: str | Path, gate=None) -> str:
             best[k] = r
     lines = [f"{'model':8} {'variant':16} {'status':8} {'accuracy':>8} {'agree':>7} {'size KiB':>9} "
              f"{'p50 ms':>8}  fastest runtime (batch 1, 1 thread)"]
-    for net, trec in stages.get("train", {}).get("models", {}).items():
-        erec = stages.get("export", {}).get("models", {}).get(net, {})
+    for net, trec in rundir.model_records(m, "train").items():
+        erec = rundir.model_record(m, "export", net)
         # the Keras row on the same test images as the variants' parity (a subset under --quick)
         keras_acc = erec.get("float_accuracy", trec.get("metrics", {}).get("test_accuracy"))
         rows = [(keras_variant(Role.SOURCE).name, "ok", keras_acc, 1.0, trec["files"][0]["size_bytes"])]
@@ -143,7 +142,7 @@ def summary_table(run_dir: str | Path, gate=None) -> str:
             lines.append(f"{net:8} {vname:16} {status:8} {_fmt(acc, '.4f'):>8} {_fmt(agree, '.4f'):>7} "
                          f"{_fmt(size / 1024 if size else None, '.1f'):>9} "
                          f"{_fmt(r['p50_ms'] if r else None, '.3f'):>8}  {fastest}".rstrip())
-    data = stages.get("export", {}).get("data", {})
+    data = rundir.section(m, "export").get("data") or {}
     if data.get("samples"):
         lines.append(f"accuracy and agreement on {data['samples']} images ({data.get('parity', 'test set')})")
     cpu = machine_of(results)

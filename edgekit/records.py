@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgekit import variants
+from edgekit import rundir, variants
 from edgekit.machine import has_int8_dot_product
 from edgekit.results import runtime_label, setting_label
 from edgekit.variants import Format, Role, VariantClass, is_int8_class
@@ -72,12 +72,11 @@ def variant_sizes(manifest: dict, records: list[dict]) -> dict[str, dict[str, in
     for r in records:
         if r.get("size_bytes"):
             sizes.setdefault(r["model"], {})[r["variant"]] = int(r["size_bytes"])
-    stages = manifest.get("stages", {})
-    for net, m in stages.get("export", {}).get("models", {}).items():
+    for net, m in rundir.model_records(manifest, "export").items():
         for vname, v in m.get("variants", {}).items():
             if v.get("file"):
                 sizes.setdefault(net, {})[vname] = v["file"]["size_bytes"]
-    for net, t in stages.get("train", {}).get("models", {}).items():
+    for net, t in rundir.model_records(manifest, "train").items():
         if t.get("files") and net in sizes:  # the source beside its exports; a model never exported adds nothing
             sizes[net].setdefault(variants.keras_variant(Role.SOURCE).name, t["files"][0]["size_bytes"])
     return sizes
@@ -85,7 +84,7 @@ def variant_sizes(manifest: dict, records: list[dict]) -> dict[str, dict[str, in
 
 def float_accuracy(manifest: dict) -> dict[str, float]:
     out = {}
-    for net, t in manifest.get("stages", {}).get("train", {}).get("models", {}).items():
+    for net, t in rundir.model_records(manifest, "train").items():
         acc = (t.get("metrics") or {}).get("test_accuracy")
         if acc is not None:
             out[net] = acc

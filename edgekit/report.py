@@ -72,7 +72,7 @@ def report_sections(run_dir: Path, results: dict, manifest: dict) -> list[Sectio
     sections = [verdict, _machine(results, ok, setting, passing)]
     files = _files_table(manifest, ok, setting, gate)
     if files is not None:
-        data = manifest["stages"]["export"].get("data") or {}
+        data = rundir.section(manifest, "export").get("data") or {}
         sections.append(Section(
             "Files", f"One row per exported file. Accuracy and agreement on the same {data.get('samples', '?')} "
             f"parity images for every row ({data.get('parity', 'test set')}); agreement is top-1 with the file's "
@@ -142,7 +142,7 @@ def _first_line(text: str | None, limit: int = 600) -> str:
 def _verdict(run_dir: Path, manifest: dict) -> tuple[Section, Gate | None]:
     """The gate's verdict as `edgekit check` last wrote it (check.json), when it still describes
     this run's exports and results; and its rows per (model, variant)."""
-    if not manifest.get("stages", {}).get("export", {}).get("profile"):
+    if not rundir.section(manifest, "export").get("profile"):
         return Section("Verdict", "Gate not evaluated: the run has no export stage with a profile."), None
     result = read_gate(run_dir)
     if result is None:
@@ -192,7 +192,7 @@ def _machine(results: dict, ok: list[dict], setting, passing) -> Section:
 # ---------------------------------------------------------------- one row per file
 
 def _files_table(manifest: dict, ok: list[dict], setting, gate: Gate | None) -> Table | None:
-    models = manifest.get("stages", {}).get("export", {}).get("models", {})
+    models = rundir.model_records(manifest, "export")
     if not models:
         return None
     t = Table(("model", "variant", "gate", "accuracy %", "agreement %", "kernel agreement %", "size KiB",
@@ -322,7 +322,7 @@ def _int8_table(manifest: dict) -> Table | None:
                "emulated CPUs: agreement / kernel agreement %", "note"),
               numeric=(False, False, False, True, False, False, True, True, True, True, False, False, False),
               wrap=(False,) * 5 + (True, False, False, False, False, True, True, True))
-    for net, m in sorted(manifest.get("stages", {}).get("export", {}).get("models", {}).items()):
+    for net, m in sorted(rundir.model_records(manifest, "export").items()):
         for vname, v in sorted((m.get("variants") or {}).items(), key=lambda kv: variant_rank(kv[0])):
             if not is_int8_class(v.get("variant_class")) or not v.get("file"):
                 continue
@@ -345,7 +345,7 @@ def _int8_table(manifest: dict) -> Table | None:
 
 
 def _export_table(manifest: dict) -> Table | None:
-    models = manifest.get("stages", {}).get("export", {}).get("models", {})
+    models = rundir.model_records(manifest, "export")
     if not models:
         return None
     t = Table(("model", "variant", "status", "size KiB", "x fp32", "reference", "agreement %", "max abs diff",
@@ -376,7 +376,7 @@ def _export_table(manifest: dict) -> Table | None:
 
 
 def _train_table(manifest: dict) -> Table | None:
-    models = manifest.get("stages", {}).get("train", {}).get("models", {})
+    models = rundir.model_records(manifest, "train")
     if not models:
         return None
     t = Table(("model", "params", "test accuracy %", "epochs", "train seconds", "device"),

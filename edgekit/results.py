@@ -148,7 +148,7 @@ class Gate:
 def gate_inputs_key(run_dir: Path) -> str:
     """What the gate's verdict depends on: the manifest's export section and results.json."""
     run_dir = Path(run_dir)
-    export = rundir.load_manifest(run_dir).get("stages", {}).get("export") or {}
+    export = rundir.section(rundir.load_manifest(run_dir), "export")
     results = run_dir / RESULTS_FILE
     return rundir.stage_key("check", export, [rundir.sha256_file(results) if results.exists() else ""])
 

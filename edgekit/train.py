@@ -61,7 +61,7 @@ def train(run_dir, config: TrainConfig, models: Sequence[str] = NETWORK_NAMES, f
     data = limit_training(load_dataset(config.dataset, config.data_dir, config.num_classes), config.limit)
     data_sha = data_sha256(data)
 
-    finished = rundir.load_manifest(run_dir).get("stages", {}).get("train", {}).get("models", {})
+    finished = rundir.model_records(rundir.load_manifest(run_dir), "train")
     plan: list[tuple[Network, dict, str, bool]] = []
     for net in networks:  # decide everything before training anything: fail fast, not after an hour
         resolved = resolve_config(config, net, placement)
@@ -93,7 +93,7 @@ def train(run_dir, config: TrainConfig, models: Sequence[str] = NETWORK_NAMES, f
         def add(m: dict, name: str = net.name, record: dict = record) -> None:
             rundir.stage(m, "train").setdefault("models", {})[name] = record
         rundir.update_manifest(run_dir, add)
-    return rundir.load_manifest(run_dir)["stages"]["train"]
+    return rundir.section(rundir.load_manifest(run_dir), "train")
 
 
 def train_one(run_dir: Path, net: Network, data: Dataset, data_sha: str, resolved: dict, key: str,
