@@ -7,7 +7,7 @@ XNNPACK and ONNX on ONNX Runtime; batch 1, one thread) one session is opened and
 same process, two ways, alternating which goes first, for --rounds rounds:
   bare     a plain loop:  t0 = perf_counter_ns(); interpreter.invoke(); ts.append(perf_counter_ns() - t0)
            (ONNX Runtime: session.run_with_iobinding(binding) with a binding made by hand)
-  harness  edgekit.latency.measure(session.bind(x)), what `edgekit bench` reports
+  harness  edgekit.bench.latency.measure(session.bind(x)), what `edgekit bench` reports
 Both time the same interpreter/session object on the same input, so any difference is the
 harness. Prints a table with the p50 ratio harness/bare (target: within 5%) and, for ONNX
 Runtime, the p50 of a plain `session.run(None, feed)` loop for reference; writes
@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import edgekit  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before anything loads TensorFlow)
-from edgekit import rundir  # noqa: E402
-from edgekit.latency import TimingSettings, measure  # noqa: E402
+from edgekit.runtimes import RUNTIME_DISTS
+from edgekit.core import rundir  # noqa: E402
+from edgekit.bench.latency import TimingSettings, measure  # noqa: E402
 from edgekit.runtimes import open_file  # noqa: E402
 
 DEFAULT_VARIANTS = ("tflite-fp32", "tflite-int8-qat", "onnx-fp32", "onnx-int8-qat")
@@ -123,7 +124,7 @@ def chosen_files(run: Path, variants: tuple[str, ...]) -> list[tuple[str, str, P
 
 def test_input(run: Path) -> np.ndarray:
     """One real test image of the run's data set (timings do not depend on it, but it is honest)."""
-    from edgekit.data import load_dataset, to_float
+    from edgekit.core.data import load_dataset, to_float
 
     m = rundir.load_manifest(run)
     train = m.get("stages", {}).get("train", {})
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{rt}: harness p50 within {worst:.1%} of the bare loop (target {TARGET:.0%}): "
                   f"{'met' if worst <= TARGET else 'MISSED'}")
     out = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
-           "date_utc": rundir.utc_now(), "environment": rundir.versions(), "target": TARGET,
+           "date_utc": rundir.utc_now(), "environment": rundir.versions(RUNTIME_DISTS), "target": TARGET,
            "settings": {"rounds": args.rounds, "segment_seconds": SEGMENT_SECONDS, "threads": 1, "batch": 1,
                         "litert_options": {"xnnpack": True}, "onnxruntime_options": {"graph_optimization": "all"}},
            "rows": rows, "verdict": verdict}

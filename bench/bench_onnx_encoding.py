@@ -4,14 +4,14 @@ U8U8 (QAT). Which one computes what its graph says on every CPU, and what it cos
     .venv/bin/python bench/bench_onnx_encoding.py                  # ~6-8 min on 2 cores
     .venv/bin/python bench/bench_onnx_encoding.py --images 300 --train 6000   # quicker
 
-Per network (cnn, resnet from edgekit.models, a short training on Fashion-MNIST from
+Per network (cnn, resnet from edgekit.core.networks, a short training on Fashion-MNIST from
 /usr/share/datasets/fashion-mnist: the point is the arithmetic, not the accuracy) and file:
 - agreement (top-1) and max abs diff between ONNX Runtime with all optimizations (fused
   QLinearConv/QGemm) and with optimizations off (the QDQ graph's own meaning), natively and under
   `qemu-x86_64 -cpu Haswell` (AVX2 without VNNI, where U8S8 saturates), on the same saved images;
 - agreement with the Keras model (float for PTQ, QAT for QAT) and accuracy, natively;
 - p50 latency at batch 1, 1 thread, natively only (never under emulation);
-- file size, and the saturation audit (edgekit.saturation) of the weights.
+- file size, and the saturation audit (edgekit.verify.saturation) of the weights.
 Writes bench/results/onnx_encoding.json and bench/results/onnx_encoding.md.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ CANDIDATES = [  # (route, label, encoding, reduce_range)
 def train(name: str, x, y, epochs: int):
     import tf_keras as k
 
-    from edgekit.models import build_model
+    from edgekit.core.networks import build_model
 
     k.utils.set_random_seed(0)
     m = build_model(name)
@@ -108,12 +108,12 @@ def main(argv=None) -> int:
 
     import onnx
 
-    from edgekit.data import load_fashion_mnist, to_float
-    from edgekit.machine import describe
-    from edgekit.onnx_int8 import compact, keras_to_onnx, ptq_onnx_int8, qat_onnx_int8
-    from edgekit.audit import audit_int8
-    from edgekit.quantize import finetune_qat, make_qat_model, representative_set
-    from edgekit.saturation import saturation_audit
+    from edgekit.core.data import load_fashion_mnist, to_float
+    from edgekit.core.machine import describe
+    from edgekit.convert.onnx_int8 import compact, keras_to_onnx, ptq_onnx_int8, qat_onnx_int8
+    from edgekit.verify.audit import audit_int8
+    from edgekit.convert.quantize import finetune_qat, make_qat_model, representative_set
+    from edgekit.verify.saturation import saturation_audit
 
     t0 = time.time()
     data = load_fashion_mnist()
@@ -195,7 +195,7 @@ def markdown(r: dict) -> str:
                      f"{w['size_bytes'] / 1024:.1f} ({w['size_ratio_to_fp32']:.2f}) | "
                      f"{s['overflowing_pairs']}/{s['pairs']} ({s['share']:.1%}) |")
     lines += ["", "Agreement / max abs diff of logits. \"overflowing pairs\": weight pairs ORT's AVX2 U8S8 "
-              "kernel (VPMADDUBSW) would sum past int16 with activations 0..255 (edgekit.saturation); they "
+              "kernel (VPMADDUBSW) would sum past int16 with activations 0..255 (edgekit.verify.saturation); they "
               "harm only u8s8 files on CPUs without VNNI.", "",
               "Why the default is u8u8: it is the only encoding that keeps both routes' weights exactly "
               "(QAT codes are the grid the network was trained on; reduce_range would re-quantize them to "

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import edgekit  # noqa: E402,F401
-from edgekit import rundir  # noqa: E402
+from edgekit.runtimes import RUNTIME_DISTS
+from edgekit.core import rundir  # noqa: E402
 
 FLOAT = ("float",)
 INT8 = ("int8-ptq", "int8-qat")
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {path} (measured {results.get('created_utc')}, quick={results['settings'].get('quick')})")
     print(text)
     out = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
-           "date_utc": rundir.utc_now(), "environment": rundir.versions(), "run": str(run),
+           "date_utc": rundir.utc_now(), "environment": rundir.versions(RUNTIME_DISTS), "run": str(run),
            "results_created_utc": results.get("created_utc"), "summary": summary}
     if args.sweep:
         stext, rows = sweep(run, args.rounds)

@@ -1,11 +1,11 @@
-"""How long does the model scan (edgekit.scan) add before a model is loaded?
+"""How long does the model scan (edgekit.security.scan) add before a model is loaded?
 
     python bench/bench_scan.py                 # the three reference networks, saved as .keras
 
-Each reference network (edgekit.models, 28x28x1, 10 classes, untrained: the scan reads the
+Each reference network (edgekit.core.networks, 28x28x1, 10 classes, untrained: the scan reads the
 config and the graph, never the weight values) is saved as .keras into a temporary folder and
 scanned:
-  cold   `edgekit.scan.scan_model` in a fresh Python process: "added" is the scan with its own
+  cold   `edgekit.security.scan.scan_model` in a fresh Python process: "added" is the scan with its own
          imports (modelscan) after the imports loading a model needs anyway (TensorFlow, tf_keras,
          tfmot), "total" includes those too (the worst case: a scan alone in a process);
   warm   --repeats scans in one process after one unmeasured scan (what every further model in
@@ -29,14 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import edgekit  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before anything loads TensorFlow)
-from edgekit import rundir  # noqa: E402
-from edgekit.models import NETWORKS, build_model  # noqa: E402
+from edgekit.runtimes import RUNTIME_DISTS
+from edgekit.core import rundir  # noqa: E402
+from edgekit.core.networks import NETWORKS, build_model  # noqa: E402
 
 TARGET_SECONDS = 2.0
 # A fresh process: first what loading a model imports anyway (TensorFlow, tf_keras, tfmot: see
 # edgekit.runtimes.keras_tf.load_keras_model), then the scan with its own imports (modelscan).
 COLD = ("import sys, time; t0 = time.perf_counter(); import edgekit, tensorflow, tf_keras; "
-        "import tensorflow_model_optimization; t1 = time.perf_counter(); from edgekit.scan import scan_model; "
+        "import tensorflow_model_optimization; t1 = time.perf_counter(); from edgekit.security.scan import scan_model; "
         "r = scan_model(sys.argv[1]); t2 = time.perf_counter(); print(t2 - t0, t2 - t1, len(r.findings))")
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "bench/results/scan_time.json"))
     args = ap.parse_args(argv)
-    from edgekit.scan import scan_model
+    from edgekit.security.scan import scan_model
 
     rows = []
     load_before = os.getloadavg()[0]   # the machine is shared: say how busy it was
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(with TensorFlow's import {row['cold_total_seconds']:.2f}s) "
                   f"warm median={row['warm_median_seconds'] * 1000:.1f}ms max={row['warm_max_seconds'] * 1000:.1f}ms")
     result = {"command": "python bench/bench_scan.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-              "date_utc": rundir.utc_now(), "environment": rundir.versions(), "target_seconds": TARGET_SECONDS,
+              "date_utc": rundir.utc_now(), "environment": rundir.versions(RUNTIME_DISTS), "target_seconds": TARGET_SECONDS,
               "repeats": args.repeats, "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
               "rows": rows, "all_met": all(r["met"] for r in rows)}
     rundir.atomic_write_json(args.out, result)

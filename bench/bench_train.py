@@ -31,13 +31,15 @@ sys.path.insert(0, str(ROOT))
 import edgekit  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tf_keras  # noqa: E402
 
-from edgekit import rundir  # noqa: E402
-from edgekit.config import NETWORK_NAMES, TrainConfig  # noqa: E402
-from edgekit.data import load_dataset  # noqa: E402
-from edgekit.devices import resolve_placement  # noqa: E402
-from edgekit.models import get_network  # noqa: E402
-from edgekit.progress import Progress  # noqa: E402
-from edgekit.train import evaluate, fit_network, resolve_config, train  # noqa: E402
+from edgekit.runtimes import RUNTIME_DISTS
+
+from edgekit.core import rundir  # noqa: E402
+from edgekit.core.config import NETWORK_NAMES, TrainConfig  # noqa: E402
+from edgekit.core.data import load_dataset  # noqa: E402
+from edgekit.core.devices import resolve_placement  # noqa: E402
+from edgekit.core.networks import get_network  # noqa: E402
+from edgekit.core.progress import Progress  # noqa: E402
+from edgekit.train.stage import evaluate, fit_network, resolve_config, train  # noqa: E402
 
 TARGET_ACCURACY = {"mlp": 0.89, "cnn": 0.915, "resnet": 0.93}
 TARGET_TIME_RATIO = 0.5          # edgekit CNN time to the reference's accuracy / reference CNN time
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = load_dataset("fashion-mnist")
     out = {"created_utc": rundir.utc_now(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-           "environment": rundir.versions(), "load_average_start": os.getloadavg()}
+           "environment": rundir.versions(RUNTIME_DISTS), "load_average_start": os.getloadavg()}
     previous = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {}
 
     # 1. the reference recipes

@@ -9,7 +9,7 @@ Nothing is measured here: every figure comes from the run's manifest.json and re
 Two targets depend on the CPU, so they name the CPU class the run was measured on (results.json
 "machine", else its environment, else the train stage's versions):
 - "fastest int8 at least as fast as fastest fp32" is a target only where the ISA has int8 dot
-  products (VNNI, AMX, ARM dotprod/i8mm: edgekit.machine.has_int8_dot_product); elsewhere (AVX2
+  products (VNNI, AMX, ARM dotprod/i8mm: edgekit.core.machine.has_int8_dot_product); elsewhere (AVX2
   without VNNI, where u8 x s8 goes through 16-bit pair sums) the ratio is shown, not judged.
 - the full run's 30 minutes stays the target on every class, and the row says which class met it.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgekit.machine import has_int8_dot_product  # noqa: E402
+from edgekit.core.machine import has_int8_dot_product  # noqa: E402
 
 TRAIN_ACCURACY = {"mlp": 0.89, "cnn": 0.915, "resnet": 0.93}
 

@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgekit import __version__
+from edgekit.core.version import __version__
 from edgekit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_RED, ConfigError, EdgekitError
 
 # The one exit-code table: the module doc below and every subcommand's --help show this text.
@@ -53,13 +53,13 @@ def _name_list(choices):
 
 
 def _progress(args):
-    from edgekit.progress import Progress
+    from edgekit.core.progress import Progress
 
     return Progress(quiet=getattr(args, "quiet", False))
 
 
 def cmd_train(args) -> int:
-    from edgekit.config import TrainConfig
+    from edgekit.core.config import TrainConfig
     from edgekit.train import train
 
     cfg = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
@@ -79,14 +79,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from edgekit.config import load_profile
+    from edgekit.core.config import load_profile
     from edgekit.export import export_model, export_run
 
     profile = load_profile(args.profile)
     if bool(args.run) == bool(args.model):
         raise ConfigError("give exactly one of --run RUN_DIR (models a training run made) or --model FILE (your own model)")
     if args.model and not Path(args.model).exists():
-        from edgekit.models import NETWORKS
+        from edgekit.core.networks import NETWORKS
 
         if args.model in NETWORKS:  # the old train/run meaning of --model
             raise ConfigError(f"--model takes a model FILE of yours; for our network '{args.model}' use "
@@ -144,7 +144,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from edgekit.check import check_run
+    from edgekit.gate import check_run
 
     result = check_run(args.run, profile=args.profile, baseline=args.baseline)
     print(result.table)
@@ -188,9 +188,9 @@ def _subcommand(sub, name: str, parents, summary: str, examples: str) -> argpars
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edgekit.config import available_profiles
-    from edgekit.data import SOURCES
-    from edgekit.models import NETWORKS
+    from edgekit.core.config import available_profiles
+    from edgekit.core.data import SOURCES
+    from edgekit.core.networks import NETWORKS
     from edgekit.runtimes import RUNTIMES
 
     networks, runtimes = tuple(NETWORKS), tuple(RUNTIMES)

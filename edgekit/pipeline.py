@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit import rundir
-from edgekit.config import NETWORK_NAMES, Profile, TrainConfig, load_profile
-from edgekit.progress import Progress
-from edgekit.variants import Role, keras_variant
+from edgekit.core import rundir
+from edgekit.core.config import NETWORK_NAMES, Profile, TrainConfig, load_profile
+from edgekit.core.progress import Progress
+from edgekit.core.variants import Role, keras_variant
 
 # --quick: enough of everything to show the whole pipeline in a couple of minutes.
 QUICK_TRAIN_LIMIT = 6000       # training images
@@ -43,7 +43,7 @@ def run_all(out: str | Path = "runs/latest", dataset: str = "fashion-mnist", dat
             epochs: int | None = None, force: bool = False, progress: Progress | None = None) -> Summary:
     """The main job. Returns the summary; the gate's verdict is `Summary.passed`."""
     from edgekit.bench import bench_run
-    from edgekit.check import check_run
+    from edgekit.gate import check_run
     from edgekit.export import export_run
     from edgekit.report import render_report
     from edgekit.train import train
@@ -91,10 +91,10 @@ def check_and_report(run_dir: str | Path, progress: Progress | None = None) -> P
     """The gate with the export's own profile (check.json), then the report that shows it; a run
     the gate cannot judge (no export profile, an unreadable record) still gets its report, which
     says why the gate was not evaluated. Returns report.html."""
-    from edgekit.check import check_run
+    from edgekit.gate import check_run
     from edgekit.errors import EdgekitError
     from edgekit.report import render_report
-    from edgekit.results import GATE_FILE
+    from edgekit.core.results import GATE_FILE
 
     run_dir = Path(run_dir)
     if (run_dir / rundir.MANIFEST).exists() and \
@@ -112,8 +112,8 @@ def summary_table(run_dir: str | Path, gate=None) -> str:
     """One line per model and variant: accuracy, agreement, size, batch-1 single-thread p50; then
     the CPU it was measured on and, per network, whether int8 beat fp32 there (with `gate`, a
     CheckResult, the fastest file that passes it)."""
-    from edgekit.records import format_speed_lines, machine_of, speed_findings, speed_sentence
-    from edgekit.results import runtime_label
+    from edgekit.report.views import format_speed_lines, machine_of, speed_findings, speed_sentence
+    from edgekit.core.results import runtime_label
 
     run_dir = Path(run_dir)
     m = rundir.load_manifest(run_dir)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build (once) the arm64 sysroot that edgekit.emulation runs the "arm64" parity CPU in:
+# Build (once) the arm64 sysroot that edgekit.verify.emulation runs the "arm64" parity CPU in:
 # Debian's own arm64 Python 3.11 and the C libraries it loads, unpacked with `dpkg -x` (nothing
 # is installed on this machine), plus the aarch64 wheels of onnxruntime, numpy and ai-edge-litert
 # at the versions this venv runs, so the emulated child computes with the same releases as the
@@ -68,9 +68,9 @@ for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_aarch
   --python-version 311 --implementation cp --abi cp311 --only-binary=:all: $versions
 
 # ONNX Runtime's cpuinfo library reads /proc/cpuinfo and /sys/devices/system/cpu and crashes
-# on the host's x86 ones; edgekit.emulation binds these two over them (in a private mount
+# on the host's x86 ones; edgekit.verify.emulation binds these two over them (in a private mount
 # namespace). The features are a Cortex-A53's (ARMv8.0: no asimddp, no i8mm), the CPU that
-# edgekit.emulation asks qemu for, so ORT's generic NEON int8 kernels are the ones that run.
+# edgekit.verify.emulation asks qemu for, so ORT's generic NEON int8 kernels are the ones that run.
 cat >"$build/cpuinfo" <<'EOF'
 processor	: 0
 BogoMIPS	: 50.00

@@ -22,7 +22,7 @@ TINY_TRAIN = dict(dataset="synthetic", epochs=3, batch_size=64, seed=0)
 
 @pytest.fixture(scope="session")
 def synthetic():
-    from edgekit.data import make_synthetic
+    from edgekit.core.data import make_synthetic
 
     return make_synthetic()
 
@@ -39,7 +39,7 @@ def synthetic_npz(tmp_path_factory, synthetic) -> Path:
 @pytest.fixture(scope="session")
 def tiny_profile():
     """The default profile (every variant) with small QAT and calibration budgets."""
-    from edgekit.config import load_profile
+    from edgekit.core.config import load_profile
 
     return dataclasses.replace(load_profile("default"), representative_samples=100, qat_epochs=1.0)
 
@@ -47,8 +47,8 @@ def tiny_profile():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A run directory with the MLP and the CNN trained on synthetic data (read-only: copy to change)."""
-    from edgekit.config import TrainConfig
-    from edgekit.train import train
+    from edgekit.core.config import TrainConfig
+    from edgekit.train.stage import train
 
     run = tmp_path_factory.mktemp("trained") / "run"
     train(run, TrainConfig(**TINY_TRAIN), models=("mlp", "cnn"))
@@ -58,7 +58,7 @@ def trained_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported_run(trained_run, tmp_path_factory, tiny_profile) -> Path:
     """`trained_run` plus every default-profile variant of the CNN (read-only: copy to change)."""
-    from edgekit.export import export_run
+    from edgekit.export.stage import export_run
 
     run = copy_run(trained_run, tmp_path_factory.mktemp("exported") / "run")
     export_run(run, tiny_profile, models=("cnn",))

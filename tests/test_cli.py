@@ -58,8 +58,8 @@ def test_every_option_of_every_subcommand_has_help():
 
 
 def test_help_lists_valid_values_from_the_registries(capsys):
-    from edgekit.config import available_profiles
-    from edgekit.models import NETWORKS
+    from edgekit.core.config import available_profiles
+    from edgekit.core.networks import NETWORKS
     from edgekit.runtimes import RUNTIMES
 
     assert exit_code(["bench", "--help"]) == 0
@@ -239,7 +239,7 @@ def test_export_model_given_a_network_name_points_to_network(tmp_path, capsys, m
 
 def test_defaults_are_unchanged_by_the_aliases():
     parser = cli.build_parser()
-    from edgekit.models import NETWORKS
+    from edgekit.core.networks import NETWORKS
 
     assert parser.parse_args(["train", "--out", "x"]).network == tuple(NETWORKS)
     assert parser.parse_args(["bench", "--run", "r"]).batch_sizes == (1, 32)
@@ -283,8 +283,8 @@ def test_exit_1_red_gate(gate, tmp_path, capsys):
 def test_check_run_takes_a_profile_name_path_or_object(gate):
     import dataclasses
 
-    from edgekit.check import check_run
-    from edgekit.config import Thresholds, load_profile
+    from edgekit.gate.check import check_run
+    from edgekit.core.config import Thresholds, load_profile
 
     prof = load_profile(str(gate["profile"]))
     assert check_run(gate["run"], profile=prof).passed                       # a Profile (was a TypeError)

@@ -16,7 +16,7 @@ def test_import_is_light_and_sets_legacy_keras():
     r = run_py("import sys, os, edgekit; print('tensorflow' in sys.modules, os.environ['TF_USE_LEGACY_KERAS'], "
                "os.environ['TF_CPP_MIN_LOG_LEVEL'], edgekit.load_dataset.__module__)")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["False", "1", "3", "edgekit.data"]
+    assert r.stdout.split() == ["False", "1", "3", "edgekit.core.data"]
 
 
 def test_dir_lists_the_public_api_without_importing_it():
@@ -25,8 +25,8 @@ def test_dir_lists_the_public_api_without_importing_it():
     r = run_py("import sys, edgekit\n"
                "d = dir(edgekit)\n"
                "print(all(n in d for n in edgekit.__all__), d == sorted(d), 'check_run' in vars(edgekit), "
-               "'tensorflow' in sys.modules, 'edgekit.check' in sys.modules)\n"
+               "'tensorflow' in sys.modules, 'edgekit.gate' in sys.modules)\n"
                "print(all(getattr(edgekit, n) is not None for n in edgekit.__all__))\n"
                "print(edgekit.check_run.__module__, edgekit.open_file.__module__, edgekit.load_profile('mcu').name)")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["True True False False False", "True", "edgekit.check edgekit.runtimes mcu"]
+    assert r.stdout.splitlines() == ["True True False False False", "True", "edgekit.gate.check edgekit.runtimes mcu"]

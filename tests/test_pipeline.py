@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgekit import rundir
+from edgekit.core import rundir
 from edgekit.cli import main
 
 RUN_ARGS = ["run", "--quick", "--dataset", "synthetic", "--network", "mlp,cnn", "--epochs", "3"]

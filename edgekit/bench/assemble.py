@@ -9,12 +9,12 @@ import json
 
 import numpy as np
 
-from edgekit import rundir
-from edgekit.bench_plan import PREDICT_BATCH, SECONDARY_SAMPLES, ModelFile, TestSet
-from edgekit.latency import TimingSettings
-from edgekit.results import STAT_FIELDS
+from edgekit.core import rundir
+from edgekit.bench.plan import PREDICT_BATCH, SECONDARY_SAMPLES, ModelFile, TestSet
+from edgekit.core.timing import TimingSettings
+from edgekit.core.results import STAT_FIELDS
 from edgekit.runtimes import RUNTIMES, source_runtime
-from edgekit.variants import Role, keras_variant
+from edgekit.core.variants import Role, keras_variant
 
 PEAK_RSS_NOTE = ("peak_rss_mb: VmHWM of the runtime's own worker process, reset (/proc/self/clear_refs, after "
                  "gc and malloc_trim) just before the session is opened and read after its timing at that "

@@ -1,6 +1,6 @@
 """The hand-off between `edgekit bench` and its worker subprocesses: one `BenchJob` per worker,
-planned by edgekit.bench_plan, written as JSON by edgekit.bench and read back by
-edgekit.bench_worker. Both sides share these types, so a field the planner sets is a field the
+planned by edgekit.bench.plan, written as JSON by edgekit.bench and read back by
+edgekit.bench.worker. Both sides share these types, so a field the planner sets is a field the
 worker reads (a misspelt key fails at construction, not mid-bench in a subprocess).
 
 Cheap to import on purpose: the LiteRT and ONNX Runtime workers import this and must not pull
@@ -13,13 +13,13 @@ import json
 from dataclasses import dataclass
 from typing import Mapping
 
-from edgekit.latency import TimingSettings
+from edgekit.core.timing import TimingSettings
 
 
 @dataclass(frozen=True)
 class BenchUnit:
     """One file a worker measures. `id` is the file's index among the usable files: every event
-    the worker emits names its file by it (edgekit.bench_records matches them back)."""
+    the worker emits names its file by it (edgekit.bench.assemble matches them back)."""
     id: int
     model: str
     variant: str

@@ -7,7 +7,7 @@ not reached (benchmark_model's num_runs / min_secs / max_secs). Only the call it
 the clock: one `perf_counter_ns()` before and one after, exactly what a bare Python loop around
 `invoke()` measures, so the harness adds nothing to the reported times
 (bench/bench_harness_overhead.py proves it). The p50 of each block is kept too, so a CI gate can
-bootstrap a confidence interval of the p50 on a noisy machine (edgekit.stats).
+bootstrap a confidence interval of the p50 on a noisy machine (edgekit.gate.stats).
 """
 from __future__ import annotations
 
@@ -19,30 +19,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from edgekit.core.timing import FULL, TimingSettings
+
 NS_PER_MS = 1_000_000
-
-
-@dataclass(frozen=True)
-class TimingSettings:
-    warmup_runs: int = 5          # untimed runs before the first block
-    warmup_seconds: float = 0.05  # ... and at least this long
-    min_runs: int = 50            # timed runs over all blocks, at least
-    min_seconds: float = 0.3      # timed seconds over all blocks, at least
-    max_seconds: float = 1.0      # stop here even if min_runs is not reached (slow models)
-    repeats: int = 5              # blocks; the p50 of each goes into p50_repeats_ms
-
-    def __post_init__(self) -> None:
-        if self.repeats < 1 or self.min_runs < self.repeats or self.warmup_runs < 0:
-            raise ValueError(f"timing settings need repeats >= 1, min_runs >= repeats, warmup_runs >= 0: {self}")
-        if not 0 <= self.min_seconds <= self.max_seconds:
-            raise ValueError(f"timing settings need 0 <= min_seconds <= max_seconds: {self}")
-
-
-# The full bench: ~0.35 s per (file, options, threads, batch) on a fast model, ~1.2 s at most.
-FULL = TimingSettings()
-# --quick: enough runs for a p50 and three repeat blocks, ~0.05 s per setting, 0.2 s at most.
-QUICK = TimingSettings(warmup_runs=2, warmup_seconds=0.01, min_runs=9, min_seconds=0.03, max_seconds=0.15,
-                       repeats=3)
 
 
 @dataclass(frozen=True)

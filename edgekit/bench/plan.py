@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import rundir
-from edgekit.bench_job import BenchJob, BenchUnit
+from edgekit.core import rundir
+from edgekit.bench.job import BenchJob, BenchUnit
 from edgekit.errors import RunDirError
-from edgekit.latency import TimingSettings
+from edgekit.core.timing import TimingSettings
 from edgekit.runtimes import RUNTIMES, source_runtime
-from edgekit.variants import Role, keras_variant
+from edgekit.core.variants import Role, keras_variant
 
 SOURCE, QAT = keras_variant(Role.SOURCE), keras_variant(Role.QAT)   # the two Keras models' rows
 
@@ -92,7 +92,7 @@ def file_problem(f: ModelFile) -> str | None:
 def load_test_sets(run_dir: Path, manifest: dict, models: list[str], quick: bool) -> dict[str, TestSet]:
     """Per model: the test set of the data it was trained on; for a model exported with
     `export --model`, the inputs export's parity ran on, as export recorded them."""
-    from edgekit.data import load_dataset
+    from edgekit.core.data import load_dataset
 
     train = rundir.section(manifest, "train")
     cache: dict[str, TestSet] = {}

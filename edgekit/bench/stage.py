@@ -2,17 +2,17 @@
 
 Models are found only through manifest.json: the trained Keras model ("keras-fp32"), the QAT
 Keras model ("keras-qat") and every export variant whose status is ok. Each runtime works in a
-worker subprocess of its own (edgekit.bench_worker), one after the other, never two at once:
+worker subprocess of its own (edgekit.bench.worker), one after the other, never two at once:
   - accuracy once per (file, runtime, options) on the whole test set, batched, and top-1
     agreement with the float Keras model on the same images;
-  - latency per (file, runtime, options, threads, batch) by edgekit.latency (warm-up, repeat
+  - latency per (file, runtime, options, threads, batch) by edgekit.bench.latency (warm-up, repeat
     blocks, p50/p90/p99...), and the worker's peak resident memory for that session.
 Every variant export failed or skipped, and a QAT model it could not make, keeps one record too
 (stage "export", status "failed"/"skipped", the export's error), so nothing vanishes from the
 results. Every record carries its file's sha256, and results.json names the machine (CPU model,
 int8-relevant ISA flags, class): latencies are only comparable between like files on like CPUs.
 Writes RUN/results.json (checked against edgekit/results_schema.json first) and RUN/results.csv
-(edgekit.results), and records a "bench" section in the manifest with a key of the files and
+(edgekit.core.results), and records a "bench" section in the manifest with a key of the files and
 settings: a bench whose key and files are unchanged is not run again (force=True runs it).
 The report is not rendered here (cli and pipeline run check, then report).
 """
@@ -30,18 +30,20 @@ from typing import Iterable
 
 import numpy as np
 
-from edgekit import machine, rundir
-from edgekit.bench_job import BenchJob
-from edgekit.bench_plan import (ModelFile, TestSet, file_problem, find_model_files, load_test_sets,
+from edgekit.runtimes import RUNTIME_DISTS
+
+from edgekit.core import machine, rundir
+from edgekit.bench.job import BenchJob
+from edgekit.bench.plan import (ModelFile, TestSet, file_problem, find_model_files, load_test_sets,
                                 plan_jobs)
-from edgekit.bench_records import assemble_records, export_failure_records, settings_record
+from edgekit.bench.assemble import assemble_records, export_failure_records, settings_record
 from edgekit.errors import ConfigError, RunDirError
-from edgekit.latency import FULL, QUICK
-from edgekit.progress import Progress
-from edgekit.results import RESULTS_SCHEMA_VERSION, read_results, write_results
+from edgekit.core.timing import FULL, QUICK
+from edgekit.core.progress import Progress
+from edgekit.core.results import RESULTS_SCHEMA_VERSION, read_results, write_results
 from edgekit.runtimes import RUNTIMES, get_runtime
 
-# Names that lived here before the split (edgekit.bench_plan, bench_records) stay importable here.
+# Names that lived here before the split (edgekit.bench.plan, bench_records) stay importable here.
 __all__ = ["BenchJob", "ModelFile", "TestSet", "assemble_records", "bench_key", "bench_run", "export_failure_records",
            "find_model_files", "load_test_sets", "plan_jobs", "run_worker"]
 
@@ -96,7 +98,7 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = RUNTIME_ORDER,
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION, "created_utc": rundir.utc_now(),
         "machine": machine.describe(),
-        "environment": rundir.versions(),
+        "environment": rundir.versions(RUNTIME_DISTS),
         "settings": settings_record(runtimes, threads, batches, quick, timing, tests),
         "seconds": round(time.monotonic() - t0, 2),
         "records": records,
@@ -151,7 +153,7 @@ def _check_settings(runtimes, threads, batches) -> tuple[tuple[str, ...], tuple[
 
 
 # ---------------------------------------------------------------------------------------------
-# Workers (planned by edgekit.bench_plan, each run by edgekit.bench_worker)
+# Workers (planned by edgekit.bench.plan, each run by edgekit.bench.worker)
 
 def _run_jobs(jobs: list[BenchJob], tmp: Path, progress: Progress) -> list[dict]:
     total = sum(j.timed_settings() for j in jobs) or 1
@@ -180,7 +182,7 @@ def run_worker(job: BenchJob, folder: Path, on_event=lambda ev: None) -> list[di
     worker takes the files after it; one that dies before it is ready fails them all."""
     folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    pkg_root = str(Path(__file__).resolve().parent.parent)  # edgekit importable even if not installed
+    pkg_root = str(Path(__file__).resolve().parents[2])  # edgekit importable even if not installed
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     remaining = job.units
     events: list[dict] = []
@@ -191,7 +193,7 @@ def run_worker(job: BenchJob, folder: Path, on_event=lambda ev: None) -> list[di
         err_path = folder / f"stderr-{attempt}.log"
         current, baseline, ready = None, None, False
         with open(err_path, "w") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "edgekit.bench_worker", str(job_file)],
+            proc = subprocess.Popen([sys.executable, "-m", "edgekit.bench.worker", str(job_file)],
                                     stdout=subprocess.PIPE, stderr=err, text=True, env=env)
             try:
                 for line in proc.stdout:

@@ -5,9 +5,9 @@ TensorFlow in the LiteRT or ONNX Runtime numbers), its thread pools are set once
 fixes them at first use: one Keras worker per thread count), and a runtime that crashes takes
 down only its worker (edgekit.bench restarts one for the files left).
 
-    python -m edgekit.bench_worker JOB.json
+    python -m edgekit.bench.worker JOB.json
 
-The job (an edgekit.bench_job.BenchJob planned by edgekit.bench_plan, written as JSON by
+The job (an edgekit.bench.job.BenchJob planned by edgekit.bench.plan, written as JSON by
 edgekit.bench) names the runtime, the files ("units"), the option sets, threads, batches, the
 timing settings and the test images (.npy). The worker writes one JSON
 event per line to its stdout and nothing else there (anything a library prints goes to stderr):
@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgekit.bench_job import BenchJob
+from edgekit.bench.job import BenchJob
 from edgekit.errors import one_line
 
 PREDICT_CHUNK = 2048   # images converted to float at a time (the data stays uint8 until then)
@@ -103,7 +103,7 @@ def _error(e: BaseException) -> str:
 
 def as_float(x: np.ndarray) -> np.ndarray:
     """uint8 pixels -> the [0, 1] float32 the models take; float data passes through."""
-    from edgekit.data import to_float
+    from edgekit.core.data import to_float
 
     return to_float(x) if x.dtype == np.uint8 else np.asarray(x, np.float32)
 
@@ -156,7 +156,7 @@ def _session(runtime, path: Path, x: np.ndarray, uid: int, options: dict, thread
     session (a second load of a QAT Keras model alone costs ~2.4 s). The memory peak is reset
     before the session opens, so each timing record's peak covers this session up to its batch
     and not the accuracy run's larger batches."""
-    from edgekit.latency import benchmark
+    from edgekit.bench.latency import benchmark
 
     release_memory()
     reset_peak_rss()
@@ -194,7 +194,7 @@ def _session(runtime, path: Path, x: np.ndarray, uid: int, options: dict, thread
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m edgekit.bench_worker JOB.json", file=sys.stderr)
+        print("usage: python -m edgekit.bench.worker JOB.json", file=sys.stderr)
         return 2
     job = BenchJob.from_json(Path(argv[0]).read_text())
     # Events own the real stdout; fd 1 now points at stderr, so a library printing to stdout

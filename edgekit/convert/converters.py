@@ -1,4 +1,4 @@
-"""How each export variant's file is made from the Keras models (the rows live in edgekit.variants).
+"""How each export variant's file is made from the Keras models (the rows live in edgekit.core.variants).
 
 Every TFLite file is converted from one concrete function, `{"logits": model(image)}`, with a
 dynamic batch dimension (runtimes can resize it), so every file, QAT ones included, has one
@@ -6,7 +6,7 @@ signature `serving_default` with input "image" and output "logits", and its I/O 
 those names too. Every ONNX file takes a float32 NHWC input named "image" with a dynamic batch.
 After conversion each file's input dtype is checked against its variant's declared `io_dtype`.
 The int8 ONNX files hold 8-bit weight initializers, by default as uint8 with zero point 128
-(u8u8: no CPU's integer kernel saturates on them; see edgekit.onnx_int8); the orchestration
+(u8u8: no CPU's integer kernel saturates on them; see edgekit.convert.onnx_int8); the orchestration
 (paths, manifest, parity) lives in edgekit.export.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.errors import ConfigError, ExportError, ModelError, one_line
-from edgekit.variants import Variant
+from edgekit.core.variants import Variant
 
 OUTPUT_NAME = "logits"  # the one output of every file (the input is ConversionInputs.input_name)
 
@@ -33,7 +33,7 @@ class ConversionInputs:
     representative: np.ndarray | None # float32 NHWC calibration images in the model's input range
     opset: int = 17
     input_name: str = "image"
-    onnx_int8_encoding: str = "u8u8"  # weight storage of the int8 ONNX files (edgekit.onnx_int8.encode_weights)
+    onnx_int8_encoding: str = "u8u8"  # weight storage of the int8 ONNX files (edgekit.convert.onnx_int8.encode_weights)
 
 
 # ----------------------------------------------------------------------------- TFLite
@@ -172,20 +172,20 @@ def make_tflite_int8_qat(inputs: ConversionInputs, path: Path) -> None:
 def make_onnx_fp32(inputs: ConversionInputs, path: Path) -> None:
     import onnx
 
-    from edgekit.onnx_int8 import compact, keras_to_onnx
+    from edgekit.convert.onnx_int8 import compact, keras_to_onnx
 
     onnx.save(compact(keras_to_onnx(inputs.float_model, inputs.opset, inputs.input_name)), str(path))
 
 
 def make_onnx_int8_qat(inputs: ConversionInputs, path: Path) -> None:
-    from edgekit.onnx_int8 import qat_onnx_int8
+    from edgekit.convert.onnx_int8 import qat_onnx_int8
 
     qat_onnx_int8(inputs.qat_model, path, inputs.opset, inputs.input_name,
                   encoding=inputs.onnx_int8_encoding)
 
 
 def make_onnx_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
-    from edgekit.onnx_int8 import ptq_onnx_int8
+    from edgekit.convert.onnx_int8 import ptq_onnx_int8
 
     x = inputs.representative
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as tmp:

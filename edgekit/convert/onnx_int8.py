@@ -1,13 +1,13 @@
 """ONNX int8 with integer weights: the QAT model as a real int8 QDQ graph, and ORT's static PTQ,
 both stored in the weight encoding that computes what the graph says on every CPU.
 
-QAT route: tf2onnx keeps the QAT model's weights as folded float32 constants; edgekit.onnx_rewrite
+QAT route: tf2onnx keeps the QAT model's weights as folded float32 constants; edgekit.convert.onnx_rewrite
 re-quantizes them exactly onto the QAT grid and makes the graph fusable (QLinearConv / QGemm).
 PTQ route: ONNX Runtime's own quantize_static (QDQ, uint8 activations, symmetric int8 weights).
 
 Encoding (Profile.onnx_int8_encoding): "u8s8" keeps int8 weights. ORT's x86 kernels for uint8
 activations x int8 weights without VNNI (AVX2, AVX-512BW) multiply with VPMADDUBSW, whose int16
-pair sums saturate (edgekit.saturation counts where), so the fused file can compute something
+pair sums saturate (edgekit.verify.saturation counts where), so the fused file can compute something
 other than its graph. "u8u8" (the default) stores every weight code w as the uint8 w + 128 with
 zero point 128: (w + 128) - 128 == w, so the graph's function is bit for bit the same, and MLAS
 then runs U8U8 kernels: on AVX2, VPMADDWD on zero-extended int16 (no saturation); with AVX-VNNI it
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import ConfigError, ExportError, one_line
-from edgekit.onnx_rewrite import WEIGHTED, _Graph, rewrite_qat_onnx  # noqa: F401  (re-exported)
+from edgekit.convert.onnx_rewrite import WEIGHTED, _Graph, rewrite_qat_onnx  # noqa: F401  (re-exported)
 
-ENCODINGS = ("u8u8", "u8s8")  # the same pair as edgekit.config.ONNX_INT8_ENCODINGS
+ENCODINGS = ("u8u8", "u8s8")  # the same pair as edgekit.core.config.ONNX_INT8_ENCODINGS
 
 
 # ----------------------------------------------------------------------------- QAT weight codes

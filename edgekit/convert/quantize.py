@@ -1,5 +1,5 @@
 """Quantization: the QAT model (tfmot), its fine-tuning, and calibration sets (the int8 audit of
-the files made from them is edgekit.audit)."""
+the files made from them is edgekit.verify.audit)."""
 from __future__ import annotations
 
 import math

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from importlib import resources
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgekit.emulation import EMULATED_CPUS
+from edgekit.core.machine import EMULATED_CPUS
 from edgekit.errors import ConfigError
-from edgekit.models import NETWORKS
-from edgekit.variants import EXPORT_VARIANTS, THRESHOLD_CLASSES
+from edgekit.core.networks import NETWORKS
+from edgekit.core.variants import EXPORT_VARIANTS, THRESHOLD_CLASSES
 
 # Names come from their registries (all importable without TensorFlow), never spelled out here.
 NETWORK_NAMES: tuple[str, ...] = tuple(NETWORKS)
@@ -22,7 +23,7 @@ VARIANT_CLASSES: tuple[str, ...] = THRESHOLD_CLASSES         # what a profile ma
 # pairs in int16 (VPMADDUBSW) and saturates there. See bench/RESULTS.md "ONNX int8 encoding".
 ONNX_INT8_ENCODINGS = ("u8u8", "u8s8")
 # CPUs the int8 parity is also run on: "native" is this machine; the others run the same files
-# under qemu-user (edgekit.emulation), for verdicts on CPUs nobody here owns. Never timed.
+# under qemu-user (edgekit.verify.emulation), for verdicts on CPUs nobody here owns. Never timed.
 PARITY_CPUS: tuple[str, ...] = ("native", *EMULATED_CPUS)
 
 
@@ -103,9 +104,10 @@ class Profile:
 
 
 def profiles_dir() -> Path:
-    """`export/` beside the package (a source checkout / editable install), or $EDGEKIT_PROFILES."""
+    """The profiles shipped as package data (`edgekit/profiles`, which in a checkout is a link to the
+    repo's `export/`, where people edit them), or $EDGEKIT_PROFILES."""
     env = os.environ.get("EDGEKIT_PROFILES")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "export"
+    return Path(env) if env else Path(str(resources.files("edgekit").joinpath("profiles"))).resolve()
 
 
 def available_profiles() -> list[str]:

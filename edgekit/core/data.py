@@ -290,7 +290,6 @@ def load_mnist(data_dir: str | None = None, allow_download: bool | None = None) 
     if not allow_download:
         raise DataError(f"MNIST is not available offline: put mnist.npz (x_train, y_train, x_test, y_test) "
                         f"at {cache}, or pass --data-dir with mnist.npz or the four MNIST IDX files")
-    import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
     import tf_keras
 
     try:

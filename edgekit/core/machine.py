@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import platform
 from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 
 # Flags that change which int8 kernels run, as /proc/cpuinfo spells them.
@@ -92,3 +93,33 @@ def same_cpu(a: dict | None, b: dict | None) -> tuple[bool, str]:
     if sorted(a.get("int8_flags") or []) != sorted(b.get("int8_flags") or []):
         return False, f"CPU flags differ: {','.join(a.get('int8_flags') or [])} vs {','.join(b.get('int8_flags') or [])}"
     return True, ""
+
+
+# ----------------------------------------------------------------------------- emulated CPUs
+# The CPUs int8 parity also runs on under qemu-user (the runner is edgekit.verify.emulation).
+
+@dataclass(frozen=True)
+class EmulatedCpu:
+    """A CPU the parity can run on without owning it (names as in config.PARITY_CPUS)."""
+    name: str
+    qemu: str      # qemu-user binary
+    model: str     # qemu -cpu model
+    arch: str      # the emulated CPU's architecture (platform.machine() spelling)
+    label: str     # how a result row names it: always says "emulated"
+    why: str       # which int8 kernels this CPU stands for
+
+
+EMULATED_CPUS: dict[str, EmulatedCpu] = {c.name: c for c in [
+    # Haswell: AVX2 + FMA, no AVX-512, no VNNI: ORT's U8S8 AVX2 kernel (VPMADDUBSW, saturating).
+    EmulatedCpu("x86-avx2", "qemu-x86_64", "Haswell", "x86_64", "x86-avx2 (qemu Haswell, emulated)",
+                "AVX2 without VNNI: the most common CI runner; U8S8 pair sums saturate in int16"),
+    # Westmere: SSE4.2, no AVX. On Linux MLAS runs its SSE2 U8X8 kernel here (qgemm_kernel_sse.cpp:
+    # both operands widened to int16, products summed by PMADDWD into int32: no saturation); its
+    # SSE4.1 U8S8 kernel (PMADDUBSW, qgemm_kernel_sse41.cpp) is built with MSVC only.
+    EmulatedCpu("x86-sse4", "qemu-x86_64", "Westmere", "x86_64", "x86-sse4 (qemu Westmere, emulated)",
+                "SSE4.2 without AVX: int8 operands widened to int16, int32 sums (no saturation)"),
+    # Cortex-A53: ARMv8.0, no dot product (asimddp) and no i8mm in HWCAP nor in the fake
+    # /proc/cpuinfo, so ORT and XNNPACK can only choose their generic NEON int8 kernels.
+    EmulatedCpu("arm64", "qemu-aarch64", "cortex-a53", "aarch64", "arm64-generic (qemu cortex-a53, emulated)",
+                "ARMv8.0 NEON without dotprod/i8mm: the generic ARM64 int8 kernels"),
+]}

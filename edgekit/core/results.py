@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit import rundir
+from edgekit.core import rundir
 from edgekit.errors import RunDirError
 
 # 1 still: later additions (machine, per-record sha256 and stage, export-stage records with null

@@ -16,7 +16,7 @@ import platform
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from edgekit.errors import RunDirError
 
@@ -164,8 +164,7 @@ def is_fresh(run_dir: str | os.PathLike, record: dict | None, key: str) -> bool:
 
 
 def empty_manifest() -> dict:
-    from edgekit import __version__
-
+    from edgekit.core.version import __version__
     return {"schema_version": MANIFEST_SCHEMA_VERSION, "edgekit_version": __version__,
             "created_utc": utc_now(), "updated_utc": utc_now(), "stages": {}}
 
@@ -264,31 +263,20 @@ def require_stage(run_dir: str | os.PathLike, name: str, hint: str) -> dict:
 CONVERTER_DISTS = ("tensorflow-model-optimization", "tf2onnx", "onnx", "numpy")
 
 
-def versions() -> dict:
-    """Versions of everything that shapes a result, for the manifest and results.json."""
+def versions(runtime_dists: Sequence[str] = ()) -> dict:
+    """Versions of everything that shapes a result, for the manifest and results.json. The stages
+    pass the runtimes' distributions (`edgekit.runtimes.RUNTIME_DISTS`): core does not know the runtimes."""
     from importlib import metadata
 
-    from edgekit.machine import describe
-    from edgekit.runtimes import RUNTIMES
+    from edgekit.core.machine import cpu_model, describe
 
     cpu = describe()
     out = {"python": platform.python_version(), "platform": platform.platform(),
-           "machine": platform.machine(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+           "machine": platform.machine(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
            "cpu_flags": cpu["int8_flags"], "cpu_class": cpu["cpu_class"]}
-    runtime_dists = [d for rt in RUNTIMES.values() for d in rt.dists]
     for dist in dict.fromkeys(["edgekit", *runtime_dists, *CONVERTER_DISTS]):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = None
     return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"

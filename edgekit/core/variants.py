@@ -4,7 +4,7 @@ Every other module takes names, formats, classes and roles from here: a profile 
 variant list against it (without TensorFlow: this module imports none), the bench plans its rows
 from it, the report orders its tables by it. Behaviour follows a row's fields (`role`, `format`,
 `variant_class`, ...), never its name. To add a variant: a `make_*(inputs, path)` function in
-edgekit.convert and one row below (ARCHITECTURE.md).
+edgekit.convert.converters and one row below (ARCHITECTURE.md).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class Variant:
     needs_qat: bool = False      # made from the QAT model
     needs_calibration: bool = False  # needs representative images
     reference: Reference = Reference.FLOAT  # the Keras model its parity is judged against
-    maker: str = ""              # edgekit.convert function that writes the file (exports only)
+    maker: str = ""              # edgekit.convert.converters function that writes the file (exports only)
 
     @property
     def suffix(self) -> str:
@@ -75,11 +75,11 @@ class Variant:
         The converter module is looked up by name so this registry stays TensorFlow-free."""
         if self.role is not Role.EXPORT:
             raise ConfigError(f"'{self.name}' is a Keras model, not an export variant; nothing converts it")
-        importlib.import_module("edgekit.convert").make_checked(self, inputs, Path(path))
+        importlib.import_module("edgekit.convert.converters").make_checked(self, inputs, Path(path))
 
 
 def _export(name: str, format: Format, variant_class: VariantClass, description: str, **kw) -> Variant:
-    """An export row; its converter is edgekit.convert.make_<name with underscores>."""
+    """An export row; its converter is edgekit.convert.converters.make_<name with underscores>."""
     return Variant(name, format, variant_class, Role.EXPORT, description, maker="make_" + name.replace("-", "_"), **kw)
 
 

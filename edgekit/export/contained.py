@@ -1,6 +1,6 @@
 """Export a model the user trusts despite its scan findings, in a subprocess of its own.
 
-    python -m edgekit.contained_worker JOB.json   (started by export_contained)
+    python -m edgekit.export.contained_worker JOB.json   (started by export_contained)
 
 `--trust-model` means "run this file's code"; this module limits what that code can reach, it
 does not make it safe. The subprocess gets:
@@ -15,7 +15,7 @@ It still runs as the same user, with the same files and network: a sandbox (cont
 seccomp) is the only real boundary, and the README says so.
 
 The job names the model, the output folder, the profile (as a dict), the calibration file and
-the flags. The worker (edgekit.contained_worker) runs `edgekit.export.export_model` with
+the flags. The worker (edgekit.export.contained_worker) runs `edgekit.export.export_model` with
 trust_model=True and writes its outcome to result.json ({"ok": true} or {"error": {"type",
 "message"}}); progress and library output go to its stderr, which the parent relays line by
 line. The manifest is written by the worker into the output folder, exactly as an export in this
@@ -32,10 +32,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import edgekit
 from edgekit import errors
-from edgekit.config import Profile, profile_to_dict
-from edgekit.progress import Progress
+from edgekit.core.config import Profile, profile_to_dict
+from edgekit.core.progress import Progress
 
 KEEP_NAMES = frozenset({"PATH", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
                         "NO_COLOR", "COLUMNS", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED",
@@ -53,7 +52,7 @@ SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|PASSPHRASE|CREDENTIAL|AUTH|COO
                          re.IGNORECASE)
 RESULT = "result.json"
 
-_in_worker = False   # set by edgekit.contained_worker: export_model then runs in-process
+_in_worker = False   # set by edgekit.export.contained_worker: export_model then runs in-process
 
 
 def in_worker() -> bool:
@@ -72,8 +71,7 @@ def export_contained(model_path: Path, out_dir: Path, profile: Profile, calibrat
                      force: bool = False, progress: Progress | None = None) -> dict:
     """Run export_model(trust_model=True) in a scrubbed subprocess; returns the export section
     of the manifest it wrote, or raises the error it raised (same type, same one line)."""
-    from edgekit import rundir
-
+    from edgekit.core import rundir
     progress = progress or Progress()
     work = Path(tempfile.mkdtemp(prefix="edgekit-contained-"))   # 0700: this user only
     try:
@@ -83,13 +81,13 @@ def export_contained(model_path: Path, out_dir: Path, profile: Profile, calibrat
                "calibration": None if calibration is None else str(Path(calibration).resolve())}
         rundir.atomic_write_json(work / "job.json", job)
         env = scrubbed_environ()
-        package_root = str(Path(edgekit.__file__).resolve().parent.parent)   # importable from any cwd
+        package_root = str(Path(__file__).resolve().parents[2])   # importable from any cwd
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env["TMPDIR"] = str(work / "tmp")
         env["HOME"] = str(work)   # not the user's: no ~/.git-credentials, ~/.aws, ~/.config there
         progress.update(f"{Path(model_path).name}: trusted by the user; loading and converting it in a "
                         f"subprocess (scrubbed environment, private working directory)")
-        rc = _run([sys.executable, "-m", "edgekit.contained_worker", str(work / "job.json")], work, env,
+        rc = _run([sys.executable, "-m", "edgekit.export.contained_worker", str(work / "job.json")], work, env,
                   progress.stream if not progress.quiet else sys.stderr)
         result = _read_result(work / RESULT)
     finally:
@@ -127,8 +125,7 @@ def _run(cmd: list[str], cwd: Path, env: dict, stream) -> int:
 
 def _export_section(out_dir: Path, model_path: Path) -> dict:
     """The export record the worker wrote; one line, not a KeyError, when it is not there."""
-    from edgekit import rundir
-
+    from edgekit.core import rundir
     section = rundir.section(rundir.load_manifest(out_dir), "export")
     if not section:
         manifest = Path(out_dir) / "manifest.json"

@@ -1,8 +1,8 @@
-"""The contained export's subprocess: `python -m edgekit.contained_worker JOB.json`.
+"""The contained export's subprocess: `python -m edgekit.export.contained_worker JOB.json`.
 
-edgekit.contained starts it (scrubbed environment, private working directory) and reads the
-result.json it writes. It lives apart from edgekit.contained because it runs export_model, and
-export_model dispatches to edgekit.contained: one module doing both would import itself in a circle.
+edgekit.export.contained starts it (scrubbed environment, private working directory) and reads the
+result.json it writes. It lives apart from edgekit.export.contained because it runs export_model, and
+export_model dispatches to edgekit.export.contained: one module doing both would import itself in a circle.
 """
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ import json
 import sys
 from pathlib import Path
 
-from edgekit import contained, errors, rundir
-from edgekit.config import profile_from_dict
-from edgekit.progress import Progress
+from edgekit.export import contained
+
+from edgekit import errors
+
+from edgekit.core import rundir
+from edgekit.core.config import profile_from_dict
+from edgekit.core.progress import Progress
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run export_model(trust_model=True) for the job file; the outcome goes to result.json beside it."""
-    from edgekit.export import export_model
+    from edgekit.export.stage import export_model
 
     contained._in_worker = True   # export_model then runs here instead of spawning another worker
     job_path = Path((argv or sys.argv[1:])[0])

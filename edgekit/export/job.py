@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit import rundir
-
+from edgekit.core import rundir
 if TYPE_CHECKING:
-    from edgekit.config import Profile
-    from edgekit.convert import ConversionInputs
-    from edgekit.progress import Progress
+    from edgekit.core.config import Profile
+    from edgekit.convert.converters import ConversionInputs
+    from edgekit.core.progress import Progress
 
 PARITY_INPUTS_FILE = "parity_inputs.npz"   # export/<model>/: the images parity ran on (user models)
 

@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekit import rundir
-from edgekit.config import Profile
+from edgekit.core import rundir
+from edgekit.core.config import Profile
 from edgekit.errors import ModelError, one_line
-from edgekit.export_job import ModelJob, accuracy
-from edgekit.export_variant import loud
-from edgekit.progress import Progress
+from edgekit.export.job import ModelJob, accuracy
+from edgekit.export.variant import loud
+from edgekit.core.progress import Progress
 
 QAT_BATCH_SIZE = 128
 # HDF5, not .keras: tf_keras 2.21 saves a tfmot QAT model as .keras but cannot load it back
@@ -30,8 +30,8 @@ def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], An
     (model or None, record); a failure is recorded, not raised."""
     import warnings
 
-    from edgekit.parity import predict_keras
-    from edgekit.quantize import finetune_qat, make_qat_model
+    from edgekit.verify.parity import predict_keras
+    from edgekit.convert.quantize import finetune_qat, make_qat_model
 
     key = rundir.stage_key("export-qat", {"epochs": profile.qat_epochs, "learning_rate": profile.qat_learning_rate,
                                           "batch_size": QAT_BATCH_SIZE, "seed": job.seed, "data": job.data_key},

@@ -1,9 +1,9 @@
 """`edgekit export`: every variant a profile asks for, each validated against its source model.
 
 Per model: the float Keras model (and, when a variant needs it, a QAT model fine-tuned from it)
-is converted into each variant (edgekit.convert), inside an atomic write, then the file is run
-on its own runtime against its reference Keras model on the real test set (edgekit.parity),
-int8 files are audited (edgekit.quantize), and the profile's thresholds are checked. Each
+is converted into each variant (edgekit.convert.converters), inside an atomic write, then the file is run
+on its own runtime against its reference Keras model on the real test set (edgekit.verify.parity),
+int8 files are audited (edgekit.convert.quantize), and the profile's thresholds are checked. Each
 variant is recorded in the manifest as soon as it is done, so an interrupted export keeps what
 it finished and a re-run skips every variant whose record is still fresh.
 
@@ -18,16 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from edgekit import rundir
-from edgekit.config import Profile, profile_to_dict
-from edgekit.errors import ConfigError, DataError, ModelError, RunDirError
-from edgekit.export_job import ExportContext, ModelJob, accuracy, write_parity_inputs
-from edgekit.export_qat import NO_QAT_DATA, NO_QAT_LABELS, QAT_BATCH_SIZE, QAT_FILE, make_or_reuse_qat
-from edgekit.export_variant import NO_CALIBRATION, export_variant, variant_key
-from edgekit.progress import Progress
-from edgekit.variants import VariantClass
+from edgekit.runtimes import RUNTIME_DISTS
 
-# Names that lived here before the split (edgekit.export_job, _qat, _variant) stay importable here.
+from edgekit.core import rundir
+from edgekit.core.config import Profile, profile_to_dict
+from edgekit.errors import ConfigError, DataError, ModelError, RunDirError
+from edgekit.export.job import ExportContext, ModelJob, accuracy, write_parity_inputs
+from edgekit.export.qat import NO_QAT_DATA, NO_QAT_LABELS, QAT_BATCH_SIZE, QAT_FILE, make_or_reuse_qat
+from edgekit.export.variant import NO_CALIBRATION, export_variant, variant_key
+from edgekit.core.progress import Progress
+from edgekit.core.variants import VariantClass
+
+# Names that lived here before the split (edgekit.export.job, _qat, _variant) stay importable here.
 __all__ = ["ExportContext", "ModelJob", "NO_CALIBRATION", "NO_QAT_DATA", "NO_QAT_LABELS", "QAT_BATCH_SIZE",
            "QAT_FILE", "RANDOM_PARITY_SAMPLES", "export_model", "export_one", "export_run", "resolve_variants",
            "write_parity_json"]
@@ -41,7 +43,7 @@ RANDOM_PARITY_SAMPLES = 500   # parity inputs for a user model given without any
 def export_run(run_dir: str | Path, profile: Profile, models=None, force: bool = False,
                progress: Progress | None = None) -> dict:
     """Export the models a training run made; returns the manifest's "export" section."""
-    from edgekit.data import data_sha256, limit_training, load_dataset, split_validation, to_float
+    from edgekit.core.data import data_sha256, limit_training, load_dataset, split_validation, to_float
     from edgekit.errors import UntrustedModelError
 
     run_dir = Path(run_dir)
@@ -108,13 +110,13 @@ def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, 
     directory of its own. With a calibration .npz (x, optional y) it makes every variant;
     without one only those that need no data, and records the others as skipped.
 
-    The file is scanned before anything loads it (edgekit.scan); a model holding code is refused
+    The file is scanned before anything loads it (edgekit.security.scan); a model holding code is refused
     (UntrustedModelError) unless trust_model=True, which runs the export in a contained subprocess
-    (edgekit.contained) and records the findings in the manifest."""
-    from edgekit import contained
-    from edgekit.data import load_calibration
+    (edgekit.export.contained) and records the findings in the manifest."""
+    from edgekit.export import contained
+    from edgekit.core.data import load_calibration
     from edgekit.runtimes.keras_tf import load_keras_model
-    from edgekit.scan import check_model
+    from edgekit.security.scan import check_model
 
     model_path, out_dir = Path(model_path), Path(out_dir)
     variants = resolve_variants(profile)
@@ -192,7 +194,7 @@ def _tally(manifest: dict, names) -> str:
 def resolve_variants(profile: Profile) -> list:
     """The profile's variants, checked against the registry; float ones first, because the
     others' size ratio is measured against the fp32 file of the same format."""
-    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
+    from edgekit.core.variants import EXPORT_VARIANTS as VARIANTS
 
     if not profile.variants:
         raise ConfigError(f"profile '{profile.name}' lists no variants; add variants = [...] "
@@ -228,9 +230,9 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list,
 
     Work is planned from the keys first, so a re-run whose variants are all current loads no
     model and runs nothing (the pipeline's resume relies on that being quick)."""
-    from edgekit.convert import ConversionInputs
-    from edgekit.parity import predict_keras
-    from edgekit.quantize import representative_set
+    from edgekit.convert.converters import ConversionInputs
+    from edgekit.verify.parity import predict_keras
+    from edgekit.convert.quantize import representative_set
     from edgekit.runtimes.keras_tf import load_keras_model
 
     progress = progress or Progress()
@@ -278,7 +280,7 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list,
     def put_header(m: dict) -> None:
         sec = rundir.stage(m, "export")
         sec["profile"] = profile_to_dict(profile)
-        sec["versions"] = rundir.versions()  # parity and kernel fidelity depend on the CPU and runtimes
+        sec["versions"] = rundir.versions(RUNTIME_DISTS)  # parity and kernel fidelity depend on the CPU and runtimes
         sec["data"] = job.data_record
         rec = sec.setdefault("models", {}).setdefault(job.name, {})
         rec.update(header)

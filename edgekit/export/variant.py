@@ -11,12 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from edgekit import rundir
-from edgekit.config import Profile
+from edgekit.runtimes import RUNTIME_DISTS
+
+from edgekit.core import rundir
+from edgekit.core.config import Profile
 from edgekit.errors import one_line
-from edgekit.export_job import ExportContext, ModelJob
-from edgekit.progress import Progress
-from edgekit.variants import Format, Variant, VariantClass
+from edgekit.export.job import ExportContext, ModelJob
+from edgekit.core.progress import Progress
+from edgekit.core.variants import Format, Variant, VariantClass
 
 NO_CALIBRATION = "needs calibration data; pass --calibration-data FILE.npz with x (model inputs)"
 
@@ -43,9 +45,8 @@ def variant_key(variant, profile: Profile, source: dict, job: ModelJob, qat_rec:
 
 
 def _measured_on() -> dict:
-    from edgekit import machine
-
-    cpu, v = machine.describe(), rundir.versions()
+    from edgekit.core import machine
+    cpu, v = machine.describe(), rundir.versions(RUNTIME_DISTS)
     return {"cpu_model": cpu["cpu_model"], "int8_flags": cpu["int8_flags"],
             **{k: v.get(k) for k in ("tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")}}
 
@@ -61,8 +62,7 @@ def _is_onnx_int8(variant: Variant) -> bool:
 def _emulated_cpus(profile: Profile) -> dict[str, bool] | None:
     """The emulated parity CPUs and whether each can run here: a record made while qemu was
     missing (rows "not measured") is redone once it is installed."""
-    from edgekit import emulation
-
+    from edgekit.verify import emulation
     cpus = [c for c in profile.parity_cpus if c != "native"]
     return {c: emulation.available(c)[0] for c in cpus} or None
 
@@ -79,12 +79,12 @@ def _blank_record(variant, key: str, status: str, error: str | None, profile: Pr
 
 def export_variant(ctx: ExportContext, variant, key: str) -> dict:
     """Make one file atomically, validate it, judge it. Never raises for a variant's own failure."""
-    from edgekit.convert import io_details
-    from edgekit.cpu_parity import emulated_parity
-    from edgekit.fidelity import fast_outputs, kernel_fidelity
-    from edgekit.parity import accuracy_drop_points, check_thresholds, compare, describe_failures
-    from edgekit.audit import audit_int8
-    from edgekit.weight_bytes import weight_bytes
+    from edgekit.convert.converters import io_details
+    from edgekit.verify.cpu_parity import emulated_parity
+    from edgekit.verify.fidelity import fast_outputs, kernel_fidelity
+    from edgekit.verify.parity import accuracy_drop_points, check_thresholds, compare, describe_failures
+    from edgekit.verify.audit import audit_int8
+    from edgekit.verify.weight_bytes import weight_bytes
 
     job, profile, progress, ref_outputs = ctx.job, ctx.profile, ctx.progress, ctx.ref_outputs
     suffix = variant.suffix if variant.suffix.startswith(".") else f".{variant.suffix}"

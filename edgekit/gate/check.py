@@ -3,14 +3,14 @@
 Judged from the run directory alone: the export stage's parity figures and audit in
 manifest.json (with each file's hash re-checked, so the figures still describe the file), the
 bench records in results.json, and, with a baseline results.json, latency regressions decided on
-a bootstrap interval of the p50 ratio over repeat blocks (edgekit.stats.judge_regression).
+a bootstrap interval of the p50 ratio over repeat blocks (edgekit.gate.stats.judge_regression).
 
-Latencies are compared only like with like: the same CPU model and int8 flags (edgekit.machine),
+Latencies are compared only like with like: the same CPU model and int8 flags (edgekit.core.machine),
 the same bench timing settings, the same runtime versions and the same file (sha256). Anything
 else is a different experiment, not a regression: those rows are listed as skipped, with what
 differs, while accuracy and parity are judged as always.
 
-Writes RUN/check.json (edgekit.results.write_gate): the verdict, the profile and every row, which
+Writes RUN/check.json (edgekit.core.results.write_gate): the verdict, the profile and every row, which
 the report reads.
 """
 from __future__ import annotations
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit import machine, rundir
-from edgekit.config import Profile, Thresholds, load_profile, profile_from_dict
+from edgekit.core import machine, rundir
+from edgekit.core.config import Profile, Thresholds, load_profile, profile_from_dict
 from edgekit.errors import ConfigError, RunDirError
-from edgekit.latency import TimingSettings
-from edgekit.results import CheckRow, Gate, read_results, setting_label, write_gate
+from edgekit.core.timing import TimingSettings
+from edgekit.core.results import CheckRow, Gate, read_results, setting_label, write_gate
 from edgekit.runtimes import runtime_dists
-from edgekit.variants import float_export, is_int8_class
-from edgekit.stats import judge_regression
+from edgekit.core.variants import float_export, is_int8_class
+from edgekit.gate.stats import judge_regression
 
 # results.json settings that change what a latency figure means: --quick and the timing loop.
 TIMING_SETTINGS = ("quick", *(f.name for f in dataclasses.fields(TimingSettings)))
@@ -133,7 +133,7 @@ def _variant_rows(run_dir: Path, model: str, mrec: dict,
                   prof: Profile) -> tuple[list[CheckRow], dict[tuple[str, str], Thresholds]]:
     """Re-judge every variant the profile asks for by ITS thresholds (not the verdict export
     recorded, which used the export's profile), from the recorded parity figures and file sizes."""
-    from edgekit.parity import check_thresholds
+    from edgekit.verify.parity import check_thresholds
 
     variants = mrec.get("variants", {})
     wanted = prof.variants or tuple(variants)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from edgekit.records import model_names, records_at, setting_label, setting_text, variant_rank
+from edgekit.report.views import model_names, records_at, setting_label, setting_text, variant_rank
 from edgekit.runtimes import RUNTIMES
 
 PLOTS = {  # file stem -> title

@@ -4,24 +4,26 @@ What a user needs first comes first: the gate's verdict, the CPU that measured e
 int8 kernels decide whether int8 is faster than fp32), then one row per exported file, failed
 and skipped ones included. Details (plots, latency per runtime, int8 audit, export parity,
 training, bench settings, every measurement) follow. report.md is tables only, so it pastes
-into a pull request; report.html is one self-contained file (edgekit.markup) a CI job can
-upload as an artifact. The plots come from edgekit.plots; the gate's verdict from the check.json
-that `edgekit check` writes (edgekit.results), so run check first.
+into a pull request; report.html is one self-contained file (edgekit.report.markup) a CI job can
+upload as an artifact. The plots come from edgekit.report.plots; the gate's verdict from the check.json
+that `edgekit check` writes (edgekit.core.results), so run check first.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
-from edgekit import plots, rundir
-from edgekit.markup import Figure, Section, Table, html_page, markdown_page
-from edgekit.records import (
+from edgekit.report import plots
+
+from edgekit.core import rundir
+from edgekit.report.markup import Figure, Section, Table, html_page, markdown_page
+from edgekit.report.views import (
     fastest, float_accuracy, machine_of, record_order, records_at, reference_setting, setting_text, speed_findings,
     speed_sentence, format_speed_lines, judged_kernel_agreement, emulated_cells, saturation_cell, percent as _pct,
     variant_rank, variant_sizes)
-from edgekit.results import GATE_FILE, CheckRow, load_results, read_gate, setting_label
+from edgekit.core.results import GATE_FILE, CheckRow, load_results, read_gate, setting_label
 from edgekit.runtimes import RUNTIMES
-from edgekit.variants import Role, is_int8_class, keras_variant
+from edgekit.core.variants import Role, is_int8_class, keras_variant
 
 PLOTS = plots.PLOTS
 RUNTIMES_SHOWN = tuple(sorted(rt.dists[0] for rt in RUNTIMES.values() if rt.dists))  # versions in the header

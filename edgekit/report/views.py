@@ -1,17 +1,17 @@
 """Views of a run's results that the report, its plots and the gate share.
 
-Views over results.json's bench records (read by edgekit.results) and manifest.json's export
+Views over results.json's bench records (read by edgekit.core.results) and manifest.json's export
 records: one variant order, one notion of "fastest", and the machine the figures come from,
-whichever results.json layout recorded it. Labels come from edgekit.results.
+whichever results.json layout recorded it. Labels come from edgekit.core.results.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgekit import rundir, variants
-from edgekit.machine import has_int8_dot_product
-from edgekit.results import runtime_label, setting_label
-from edgekit.variants import Format, Role, VariantClass, is_int8_class
+from edgekit.core import rundir, variants
+from edgekit.core.machine import has_int8_dot_product
+from edgekit.core.results import runtime_label, setting_label
+from edgekit.core.variants import Format, Role, VariantClass, is_int8_class
 
 
 
@@ -51,7 +51,7 @@ def setting_text(setting) -> str:
 # ---------------------------------------------------------------- what the run holds
 
 def machine_of(results: dict) -> dict:
-    """The CPU the figures were measured on, as edgekit.machine.describe() spells it. Older
+    """The CPU the figures were measured on, as edgekit.core.machine.describe() spells it. Older
     results.json files have only environment.cpu / cpu_flags / cpu_class; missing fields are None."""
     m = dict(results.get("machine") or {})
     env = results.get("environment") or {}
@@ -175,7 +175,7 @@ def percent(v) -> str:
 
 
 def judged_kernel_agreement(fid: dict) -> float | None:
-    """The kernel agreement the gate judges: outside the near-tie band (edgekit.fidelity)."""
+    """The kernel agreement the gate judges: outside the near-tie band (edgekit.verify.fidelity)."""
     return fid.get("decisive_agreement", fid.get("agreement"))
 
 

@@ -20,7 +20,7 @@ from edgekit.errors import ConfigError
 @dataclass(frozen=True)
 class KernelPaths:
     """A runtime's fast kernel path (its default options) and a reference path that follows the
-    file's graph op by op; edgekit.fidelity checks an int8 file agrees on both."""
+    file's graph op by op; edgekit.verify.fidelity checks an int8 file agrees on both."""
     fast: dict            # options for the fast path: what users get by default
     fast_label: str
     reference: dict       # options for the path that follows the file's graph
@@ -91,6 +91,9 @@ RUNTIMES: dict[str, Runtime] = {r.name: r for r in [   # the order the bench run
                                 "ONNX Runtime graph optimizations (ORT_ENABLE_ALL) on this CPU ({cpu_class}): "
                                 "run with ORT_DISABLE_ALL")),
 ]}
+
+# Every runtime's distributions: what the stages pass to edgekit.core.rundir.versions().
+RUNTIME_DISTS: tuple[str, ...] = tuple(dict.fromkeys(d for rt in RUNTIMES.values() for d in rt.dists))
 
 
 def runtime_dists(name: str) -> tuple[str, ...]:

@@ -20,17 +20,17 @@ def available() -> bool:
 def load_keras_model(path: str | Path, trust_model: bool = False, scanned: bool = False):
     """Load a .keras/.h5/SavedModel, QAT-wrapped or not, as a tf_keras model.
 
-    The file is scanned first (edgekit.scan) and refused if it holds code: loading is running.
+    The file is scanned first (edgekit.security.scan) and refused if it holds code: loading is running.
     scanned=True skips that scan (the caller has just scanned the file) but keeps tf_keras'
     safe mode on, so a scan that missed something still meets a second check. Only
     trust_model=True (the user's --trust-model: their findings are accepted, and the load runs in
-    edgekit.contained) skips the scan and turns safe mode off."""
+    edgekit.export.contained) skips the scan and turns safe mode off."""
     import tf_keras
     import tensorflow_model_optimization as tfmot
 
     path = Path(path)
     if not (trust_model or scanned):
-        from edgekit.scan import check_model
+        from edgekit.security.scan import check_model
 
         check_model(path)  # raises UntrustedModelError, or ModelError for a missing/unknown file
     elif not path.exists():

@@ -1,5 +1,5 @@
 """What a model scan reports: one `Finding` per risky thing, its kind's risk, and the op names
-both scanners (edgekit.scan and edgekit.scan_savedmodel) match on. A module of its own so the
+both scanners (edgekit.security.scan and edgekit.security.savedmodel) match on. A module of its own so the
 SavedModel reader and the scan can share them without importing each other.
 """
 from __future__ import annotations

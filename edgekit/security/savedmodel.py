@@ -1,4 +1,4 @@
-"""Read a SavedModel folder as data for edgekit.scan: its Keras configs and its graph ops.
+"""Read a SavedModel folder as data for edgekit.security.scan: its Keras configs and its graph ops.
 
 Two things in a SavedModel run on load or on every call, and neither needs TensorFlow to load it
 to be seen:
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgekit.errors import ModelError
-from edgekit.scan_findings import PYTHON_CALLBACK_OPS, Finding
+from edgekit.security.findings import PYTHON_CALLBACK_OPS, Finding
 
 METADATA_FILE = "keras_metadata.pb"
 # Ops that read or write files (or map them into memory) as the graph runs; modelscan already

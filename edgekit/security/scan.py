@@ -16,7 +16,7 @@ Two scanners, each for what it does best:
   only tf_keras and tfmot classes, only pure math/array TensorFlow functions in op layers
   (TFOpLambda names any `tf.*` symbol, tf.print included, and the loader resolves it), only the
   Python built-ins tf_keras resolves as its own activations/losses/initializers, and lists
-  graph ops that call Python or touch files (edgekit.scan_savedmodel).
+  graph ops that call Python or touch files (edgekit.security.savedmodel).
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgekit import scan_savedmodel
+from edgekit.security import savedmodel as scan_savedmodel
 from edgekit.errors import ModelError, UntrustedModelError
-from edgekit.scan_findings import PYTHON_CALLBACK_OPS, Finding
+from edgekit.security.findings import PYTHON_CALLBACK_OPS, Finding
 
 # Module prefixes whose classes tf_keras deserializes from its own code (the `.keras` loader
 # imports any other module a config names: that import is the custom-object risk).

@@ -16,8 +16,8 @@ import numpy as np
 
 import tf_keras
 
-from edgekit.data import make_tf_dataset
-from edgekit.progress import Progress
+from edgekit.core.data import make_tf_dataset
+from edgekit.core.progress import Progress
 
 EVAL_BATCH = 1000          # validation/test batch: large batches evaluate faster and change no result
 SCHEDULE = "adam, linear warm-up then cosine decay to 0"

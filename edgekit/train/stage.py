@@ -1,6 +1,6 @@
 """`edgekit train`: the reference networks, trained well and reproducibly, into a run directory.
 
-One recipe for every network (edgekit.recipe; its numbers live in models.NETWORKS). The
+One recipe for every network (edgekit.train.recipe; its numbers live in models.NETWORKS). The
 validation split is held out from the training set; the test set is touched once, at the end,
 for the record.
 
@@ -19,14 +19,16 @@ import numpy as np
 
 import tf_keras
 
-from edgekit import rundir
-from edgekit.config import NETWORK_NAMES, TrainConfig
-from edgekit.data import Dataset, data_sha256, limit_training, load_dataset, make_tf_dataset, split_validation
-from edgekit.devices import Placement, float32_model, placement_scope, resolve_placement, with_float32_logits
+from edgekit.runtimes import RUNTIME_DISTS
+
+from edgekit.core import rundir
+from edgekit.core.config import NETWORK_NAMES, TrainConfig
+from edgekit.core.data import Dataset, data_sha256, limit_training, load_dataset, make_tf_dataset, split_validation
+from edgekit.core.devices import Placement, float32_model, placement_scope, resolve_placement, with_float32_logits
 from edgekit.errors import ConfigError, RunDirError
-from edgekit.models import Network, get_network
-from edgekit.progress import Progress
-from edgekit.recipe import (EVAL_BATCH, SCHEDULE, EmaValidation, EpochLog, adam, batchnorm_momentum,
+from edgekit.core.networks import Network, get_network
+from edgekit.core.progress import Progress
+from edgekit.train.recipe import (EVAL_BATCH, SCHEDULE, EmaValidation, EpochLog, adam, batchnorm_momentum,
                             deterministic_ops, ema_momentum, evaluate, training_batches, warmup_cosine,
                             without_autotune)
 
@@ -114,7 +116,7 @@ def train_one(run_dir: Path, net: Network, data: Dataset, data_sha: str, resolve
         "model": f"train/{net.name}/model.keras", "input_shape": list(data.input_shape),
         "num_classes": data.num_classes, "params": int(trained.model.count_params()),
         "metrics": m, "seconds": round(time.monotonic() - t0, 2), "fit_seconds": round(trained.fit_seconds, 2),
-        "device": placement.device, "data_sha256": data_sha, "versions": rundir.versions(),
+        "device": placement.device, "data_sha256": data_sha, "versions": rundir.versions(RUNTIME_DISTS),
         "finished_utc": rundir.utc_now(),
     }
 

@@ -1,6 +1,6 @@
 """Top-1 agreement and output differences of two output arrays: pure numpy, no runtime.
 
-Kept apart from edgekit.parity (which runs files and judges thresholds) so that the kernel
+Kept apart from edgekit.verify.parity (which runs files and judges thresholds) so that the kernel
 fidelity and emulated-CPU modules, which parity's threshold rows call, can use it without an
 import cycle. Ties in argmax resolve to the lowest class index on both sides (numpy's rule).
 """

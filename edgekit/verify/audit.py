@@ -24,7 +24,7 @@ def audit_int8(path: str | Path) -> dict:
     {"weight_dtypes": {dtype: elements of MAC-op weights as stored}, "int8_weight_fraction"
      (8-bit: int8, or uint8 with a zero point as in u8u8 ONNX files), "integer_mac_fraction"
      (after the runtime's graph optimization), "macs": {"integer", "float"}, "ops": [per MAC op],
-     "passed", "reason"}; ONNX files also get "saturation" (edgekit.saturation.saturation_audit).
+     "passed", "reason"}; ONNX files also get "saturation" (edgekit.verify.saturation.saturation_audit).
     Saturation does not fail the audit: it is a property of some CPUs' kernels, judged by the
     kernel-fidelity check; the audit reports it so that any machine can see it."""
     path = Path(path)
@@ -32,7 +32,7 @@ def audit_int8(path: str | Path) -> dict:
         ops, weights = tflite_mac_ops(path)
         runtime = "litert builtin kernels"
     elif path.suffix == ".onnx":
-        from edgekit.saturation import saturation_audit
+        from edgekit.verify.saturation import saturation_audit
 
         ops, weights = onnx_mac_ops(path), onnx_weight_dtypes(path)
         audit = summarize_audit(ops, weights, "onnxruntime CPU, graph_optimization=all")

@@ -1,4 +1,4 @@
-"""int8 parity on CPUs nobody here owns: the same file run under qemu-user (edgekit.emulation).
+"""int8 parity on CPUs nobody here owns: the same file run under qemu-user (edgekit.verify.emulation).
 
 ONNX Runtime and XNNPACK pick their integer kernels by CPU feature, so a file that passes on
 this machine may compute something else on an AVX2 CI runner or an ARM board. A profile's
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.config import Thresholds
-from edgekit.agreement import accuracy_drop_points, compare
+from edgekit.core.config import Thresholds
+from edgekit.verify.agreement import accuracy_drop_points, compare
 from edgekit.errors import one_line
 
 # Under qemu one file takes ~6 s (fast path) + ~18 s (reference path) per 1,000 images on an idle
@@ -36,8 +36,8 @@ def emulated_parity(path: str | Path, x: np.ndarray, reference: np.ndarray, floa
     """One record per non-native CPU in `cpus`: parity with `reference` (the source model's
     outputs on `x`), accuracy drop against `float_outputs`, and the fast-vs-reference kernel
     agreement under that CPU. A CPU that cannot run here gets status "skipped" and the reason."""
-    from edgekit import emulation
-    from edgekit.fidelity import avoid_text, decisive_agreement, output_step, pair_for
+    from edgekit.verify import emulation
+    from edgekit.verify.fidelity import avoid_text, decisive_agreement, output_step, pair_for
     from edgekit.runtimes import get_runtime
 
     n = min(samples, len(x))

@@ -12,7 +12,7 @@ measured here, only outputs.
 One qemu process per call runs every file, with both the fast kernels (ORT graph optimizations
 "all", LiteRT with XNNPACK) and the reference ones (ORT optimizations off: the QDQ graph's own
 meaning; LiteRT's builtin kernels), because starting Python and the runtimes under emulation is
-the cost. The child is `python -m edgekit.emulation --worker ...`: it imports numpy, the runtime
+the cost. The child is `python -m edgekit.verify.emulation --worker ...`: it imports numpy, the runtime
 and edgekit's runtime wrappers (the same code the native parity runs), never TensorFlow.
 """
 from __future__ import annotations
@@ -30,39 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.core.machine import EMULATED_CPUS, EmulatedCpu
 from edgekit.errors import ConfigError, EdgekitError, ModelError
 
 KINDS = ("fast", "reference")  # fast: ORT "all" / XNNPACK on; reference: ORT "disable" / builtin kernels
-_PACKAGE_PARENT = Path(__file__).resolve().parent.parent  # puts `edgekit` on the child's path
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # puts `edgekit` on the child's path
 _QEMU_NOISE = ("TCG doesn't support requested feature", "Error in cpuinfo:", "cpuid_info warning:",
                "onnxruntime warning: cpuinfo_initialize failed", "Created TensorFlow Lite XNNPACK delegate")
-
-
-@dataclass(frozen=True)
-class EmulatedCpu:
-    """A CPU the parity can run on without owning it (names as in config.PARITY_CPUS)."""
-    name: str
-    qemu: str      # qemu-user binary
-    model: str     # qemu -cpu model
-    arch: str      # the emulated CPU's architecture (platform.machine() spelling)
-    label: str     # how a result row names it: always says "emulated"
-    why: str       # which int8 kernels this CPU stands for
-
-
-EMULATED_CPUS: dict[str, EmulatedCpu] = {c.name: c for c in [
-    # Haswell: AVX2 + FMA, no AVX-512, no VNNI: ORT's U8S8 AVX2 kernel (VPMADDUBSW, saturating).
-    EmulatedCpu("x86-avx2", "qemu-x86_64", "Haswell", "x86_64", "x86-avx2 (qemu Haswell, emulated)",
-                "AVX2 without VNNI: the most common CI runner; U8S8 pair sums saturate in int16"),
-    # Westmere: SSE4.2, no AVX. On Linux MLAS runs its SSE2 U8X8 kernel here (qgemm_kernel_sse.cpp:
-    # both operands widened to int16, products summed by PMADDWD into int32: no saturation); its
-    # SSE4.1 U8S8 kernel (PMADDUBSW, qgemm_kernel_sse41.cpp) is built with MSVC only.
-    EmulatedCpu("x86-sse4", "qemu-x86_64", "Westmere", "x86_64", "x86-sse4 (qemu Westmere, emulated)",
-                "SSE4.2 without AVX: int8 operands widened to int16, int32 sums (no saturation)"),
-    # Cortex-A53: ARMv8.0, no dot product (asimddp) and no i8mm in HWCAP nor in the fake
-    # /proc/cpuinfo, so ORT and XNNPACK can only choose their generic NEON int8 kernels.
-    EmulatedCpu("arm64", "qemu-aarch64", "cortex-a53", "aarch64", "arm64-generic (qemu cortex-a53, emulated)",
-                "ARMv8.0 NEON without dotprod/i8mm: the generic ARM64 int8 kernels"),
-]}
 
 
 def label(cpu: str) -> str:
@@ -151,7 +125,7 @@ def run_emulated(cpu: str, files: list[Path], x: np.ndarray, timeout_s: float | 
     with tempfile.TemporaryDirectory(prefix="edgekit-emu-") as tmp:
         inp, out = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
         np.savez(inp, x=np.ascontiguousarray(x, dtype=np.float32))
-        worker = ["-m", "edgekit.emulation", "--worker", str(inp), str(out), str(batch_size),
+        worker = ["-m", "edgekit.verify.emulation", "--worker", str(inp), str(out), str(batch_size),
                   ",".join(kinds), *[str(f.resolve()) for f in files]]
         argv, env = _command(_get(cpu), worker)
         try:
@@ -178,7 +152,7 @@ def child_features(cpu: str) -> dict:
     ok, why = available(cpu)
     if not ok:
         raise ConfigError(f"parity CPU '{cpu}' is not available: {why}")
-    argv, env = _command(_get(cpu), ["-m", "edgekit.emulation", "--features"])
+    argv, env = _command(_get(cpu), ["-m", "edgekit.verify.emulation", "--features"])
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise ModelError(f"{cpu}: the emulated probe failed (exit {proc.returncode}): {_last_line(proc.stderr)}")
@@ -312,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--features"]:
         print(json.dumps(_features()))
         return 0
-    print("usage: python -m edgekit.emulation --worker INPUTS.npz OUTPUTS.npz BATCH KINDS FILE... | --features",
+    print("usage: python -m edgekit.verify.emulation --worker INPUTS.npz OUTPUTS.npz BATCH KINDS FILE... | --features",
           file=sys.stderr)
     return 2
 

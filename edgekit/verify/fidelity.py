@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.agreement import compare
+from edgekit.verify.agreement import compare
 from edgekit.runtimes import RUNTIMES
 
 # Two logits, each moved by at most one output step of rounding, can swap when their gap is
@@ -137,8 +137,7 @@ def decisive_agreement(reference: np.ndarray, fast: np.ndarray, step: float | No
 def fidelity_record(pair: KernelPair, result: dict[str, Any], threshold: float | None,
                     encoding: str | None = None) -> dict:
     """The record for a compare() result of fast-path outputs against reference-path outputs."""
-    from edgekit import machine
-
+    from edgekit.core import machine
     cpu = machine.describe()
     judged = result.get("decisive_agreement", result["agreement"])
     below = threshold is not None and judged is not None and judged < threshold

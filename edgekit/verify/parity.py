@@ -2,7 +2,7 @@
 
 Everything here compares *dequantized float outputs* (the runtime sessions dequantize int8
 outputs with the file's own scale and zero point), so a float file, an fp16 file and an
-int8 file are judged on the same scale: logits. The comparison itself (edgekit.agreement) is
+int8 file are judged on the same scale: logits. The comparison itself (edgekit.verify.agreement) is
 pure numpy, so it can be checked against numbers worked out by hand.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.agreement import ParityResult, accuracy_drop_points, compare  # noqa: F401  (public here too)
-from edgekit.config import Thresholds
+from edgekit.verify.agreement import ParityResult, accuracy_drop_points, compare  # noqa: F401  (public here too)
+from edgekit.core.config import Thresholds
 from edgekit.errors import ExportError
 
 
@@ -62,11 +62,11 @@ def check_thresholds(thresholds: Thresholds, parity: dict | None, size_bytes: in
     be measured here (no labels for accuracy, no fp32 file to compare sizes with) gets
     passed=None and a note saying why, rather than a silent pass or an invented value;
     a non-finite output difference (value None) fails.
-    `max_size_ratio` is judged on weight bytes (edgekit.weight_bytes: what quantization shrinks,
+    `max_size_ratio` is judged on weight bytes (edgekit.verify.weight_bytes: what quantization shrinks,
     not the file format's framing) when both are given, else on file bytes, and the note says
     which; `max_size_bytes` is a flash budget, always on file bytes.
-    `kernel_fidelity` is an edgekit.fidelity record; a failing row carries its "avoid" text.
-    `emulated_parity` (edgekit.cpu_parity records) adds `<threshold>@<cpu>` rows for emulated CPUs.
+    `kernel_fidelity` is an edgekit.verify.fidelity record; a failing row carries its "avoid" text.
+    `emulated_parity` (edgekit.verify.cpu_parity records) adds `<threshold>@<cpu>` rows for emulated CPUs.
     `max_latency_regression` needs a benchmark and a baseline: `edgekit check` judges it.
     """
     parity = parity or {}
@@ -116,7 +116,7 @@ def check_thresholds(thresholds: Thresholds, parity: dict | None, size_bytes: in
     if thresholds.min_kernel_agreement is not None:
         _kernel_row(rows, thresholds.min_kernel_agreement, kernel_fidelity)
     if emulated_parity:
-        from edgekit.cpu_parity import emulated_checks
+        from edgekit.verify.cpu_parity import emulated_checks
 
         rows += emulated_checks(thresholds, emulated_parity)
     return rows
@@ -128,7 +128,7 @@ def _kernel_row(rows: list[dict], limit: float, fidelity: dict | None) -> None:
         rows.append({"name": "min_kernel_agreement", "limit": limit, "value": None, "passed": None,
                      "note": "not measured: no kernel-fidelity record (made for int8 files only)"})
         return
-    # judged on the images outside the near-tie band (edgekit.fidelity); older records: all images
+    # judged on the images outside the near-tie band (edgekit.verify.fidelity); older records: all images
     v = fidelity.get("decisive_agreement", fidelity.get("agreement"))
     if v is None and fidelity.get("decisive_samples") == 0:
         rows.append({"name": "min_kernel_agreement", "limit": limit, "value": None, "passed": None,
@@ -146,7 +146,7 @@ def _kernel_row(rows: list[dict], limit: float, fidelity: dict | None) -> None:
                   f"{'non-finite' if diff is None else format(diff, '.4g')}"
                   + ("" if steps is None else f" ({steps:.3g} output steps)"))}
     if not ok:
-        from edgekit.fidelity import PAIRS, avoid_text
+        from edgekit.verify.fidelity import PAIRS, avoid_text
 
         pair = PAIRS.get(str(fidelity.get("runtime")))
         # a record judged by a stricter profile than the one that made it has no "avoid" yet

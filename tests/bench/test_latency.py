@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from edgekit.latency import QUICK, TimingSettings, benchmark, measure, summarize
+from edgekit.bench.latency import benchmark, measure, summarize
+from edgekit.core.timing import QUICK, TimingSettings
 
 
 def test_summarize_known_durations():

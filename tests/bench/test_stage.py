@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from conftest import copy_run
-from edgekit import machine, rundir
-from edgekit.bench import (BenchJob, ModelFile, TestSet, assemble_records, bench_key, bench_run, find_model_files,
+from edgekit.core import machine, rundir
+from edgekit.bench.stage import (BenchJob, ModelFile, TestSet, assemble_records, bench_key, bench_run, find_model_files,
                            run_worker)
-from edgekit.bench_job import BenchUnit
-from edgekit.latency import QUICK
-from edgekit.progress import Progress
-from edgekit.results import validate_results
+from edgekit.bench.job import BenchUnit
+from edgekit.core.timing import QUICK
+from edgekit.core.progress import Progress
+from edgekit.core.results import validate_results
 from edgekit.errors import ConfigError, RunDirError
 
 FORMAT_RUNTIME = {"keras": "keras", "tflite": "litert", "onnx": "onnxruntime"}
@@ -269,7 +269,7 @@ def test_cli_on_a_folder_without_manifest(tmp_path, capsys):
 def _load_targets():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("targets", Path(__file__).parent.parent / "bench" / "targets.py")
+    spec = importlib.util.spec_from_file_location("targets", Path(__file__).resolve().parents[2] / "bench" / "targets.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -279,8 +279,8 @@ def test_failed_and_skipped_variants_keep_a_record(exported_run, tmp_path):
     """Variants export failed or skipped stay in results.json/csv with status and reason; the gate
     judges them from the manifest (not as bench failures); check compares this real bench output
     with itself, and not with a baseline from other CPU flags; targets.py names the CPU class."""
-    from edgekit.check import check_run
-    from edgekit.export import NO_CALIBRATION
+    from edgekit.gate.check import check_run
+    from edgekit.export.stage import NO_CALIBRATION
 
     run = copy_run(exported_run, tmp_path / "run")
     failed_error = "RuntimeError: tf2onnx could not convert the graph"
@@ -368,7 +368,7 @@ def user_model_run(exported_run, synthetic, tmp_path):
     record), built by hand per export's contract: the user's model, one ONNX variant, and the
     parity inputs export ran on in export/mine/parity_inputs.npz, recorded with their sha256.
     The recorded calibration file does not exist: bench must not need it."""
-    from edgekit.data import to_float
+    from edgekit.core.data import to_float
 
     run = tmp_path / "run"
     (run / "export" / "mine").mkdir(parents=True)

@@ -15,9 +15,9 @@ EXPECTED = ["tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8-ptq", "
 @pytest.fixture(scope="module")
 def cnn(trained_run, synthetic):
     """The float CNN, its QAT model (one short fine-tune) and a representative set."""
-    from edgekit.convert import ConversionInputs
-    from edgekit.data import to_float
-    from edgekit.quantize import finetune_qat, make_qat_model, representative_set
+    from edgekit.convert.converters import ConversionInputs
+    from edgekit.core.data import to_float
+    from edgekit.convert.quantize import finetune_qat, make_qat_model, representative_set
     from edgekit.runtimes.keras_tf import load_keras_model
 
     model = load_keras_model(trained_run / "train/cnn/model.keras")
@@ -29,7 +29,7 @@ def cnn(trained_run, synthetic):
 
 @pytest.fixture(scope="module")
 def made(cnn, tmp_path_factory) -> dict[str, Path]:
-    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
+    from edgekit.core.variants import EXPORT_VARIANTS as VARIANTS
 
     out = tmp_path_factory.mktemp("variants")
     paths = {}
@@ -40,7 +40,7 @@ def made(cnn, tmp_path_factory) -> dict[str, Path]:
 
 
 def test_registry_names_and_claims():
-    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
+    from edgekit.core.variants import EXPORT_VARIANTS as VARIANTS
 
     assert list(VARIANTS) == EXPECTED
     for v in VARIANTS.values():
@@ -52,8 +52,8 @@ def test_registry_names_and_claims():
 
 def test_every_variant_runs_and_agrees_with_its_reference(made, cnn, synthetic):
     """Float variants match to 1e-4; the rest keep top-1 on data with clear margins."""
-    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
-    from edgekit.data import to_float
+    from edgekit.core.variants import EXPORT_VARIANTS as VARIANTS
+    from edgekit.core.data import to_float
     from edgekit.runtimes import open_file
 
     x = to_float(synthetic.x_test[:200])
@@ -72,8 +72,8 @@ def test_every_variant_runs_and_agrees_with_its_reference(made, cnn, synthetic):
 
 
 def test_io_details_batch_dynamic_and_int8_io(made):
-    from edgekit.convert import io_details
-    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
+    from edgekit.convert.converters import io_details
+    from edgekit.core.variants import EXPORT_VARIANTS as VARIANTS
 
     for name, path in made.items():
         ins, outs = io_details(path)
@@ -100,7 +100,7 @@ def test_int8_and_dynamic_files_are_at_most_032_of_fp32(made):
 
 
 def test_every_int8_variant_passes_the_audit(made):
-    from edgekit.audit import audit_int8
+    from edgekit.verify.audit import audit_int8
 
     for name, path in made.items():
         if "int8" in name:
@@ -112,7 +112,7 @@ def test_every_int8_variant_passes_the_audit(made):
 def test_missing_inputs_are_user_errors(cnn, tmp_path):
     import dataclasses
 
-    from edgekit.variants import EXPORT_VARIANTS as VARIANTS, get_variant
+    from edgekit.core.variants import EXPORT_VARIANTS as VARIANTS, get_variant
 
     no_qat = dataclasses.replace(cnn, qat_model=None)
     with pytest.raises(ModelError, match="needs the QAT model"):
@@ -135,10 +135,10 @@ CLEAN_SIGNATURE = {"serving_default": {"inputs": ["image"], "outputs": ["logits"
 @pytest.fixture(scope="module")
 def mlp_made(trained_run, synthetic, tmp_path_factory) -> dict[str, Path]:
     """The TFLite variants of the MLP, whose QAT file the converter named `tfl.quantize`."""
-    from edgekit.convert import ConversionInputs
-    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
-    from edgekit.data import to_float
-    from edgekit.quantize import finetune_qat, make_qat_model, representative_set
+    from edgekit.convert.converters import ConversionInputs
+    from edgekit.core.variants import EXPORT_VARIANTS as VARIANTS
+    from edgekit.core.data import to_float
+    from edgekit.convert.quantize import finetune_qat, make_qat_model, representative_set
     from edgekit.runtimes.keras_tf import load_keras_model
 
     model = load_keras_model(trained_run / "train/mlp/model.keras")
@@ -158,7 +158,7 @@ def test_every_tflite_file_has_one_signature_and_clean_io_names(made, mlp_made):
     """QAT files included: `serving_default`, "image" -> "logits", tensors named after the keys."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgekit.convert import io_details
+    from edgekit.convert.converters import io_details
 
     files = {f"cnn {n}": made[n] for n in TFLITE} | {f"mlp {n}": p for n, p in mlp_made.items()}
     assert len(files) == 10
@@ -174,8 +174,8 @@ def test_every_tflite_file_has_one_signature_and_clean_io_names(made, mlp_made):
 
 def test_every_file_has_its_declared_io_dtype(made, mlp_made):
     """The MLP's files too; int8 I/O needs a usable (non-zero) input scale to quantize images."""
-    from edgekit.convert import io_details
-    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
+    from edgekit.convert.converters import io_details
+    from edgekit.core.variants import EXPORT_VARIANTS as VARIANTS
 
     for name, path in list(made.items()) + list(mlp_made.items()):
         ins, outs = io_details(path)
@@ -187,7 +187,7 @@ def test_every_file_has_its_declared_io_dtype(made, mlp_made):
 
 def test_a_file_whose_io_dtype_differs_from_the_declared_one_is_refused(cnn, tmp_path):
     from edgekit.errors import ExportError
-    from edgekit.variants import Format, Role, Variant, VariantClass
+    from edgekit.core.variants import Format, Role, Variant, VariantClass
 
     liar = Variant("tflite-int8-liar", Format.TFLITE, VariantClass.INT8_PTQ, Role.EXPORT,
                    "declares int8 I/O, converts float32", io_dtype="int8", maker="make_tflite_fp32")
@@ -199,10 +199,10 @@ def test_a_file_whose_io_dtype_differs_from_the_declared_one_is_refused(cnn, tmp
 def test_naming_the_io_tensors_changes_only_their_name_strings(cnn, tmp_path, monkeypatch, synthetic):
     """The int8 QAT file, converted with and without the rename: same size, same outputs bit for bit,
     and every differing byte lies inside the two renamed strings."""
-    import edgekit.convert as convert
+    import edgekit.convert.converters as convert
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgekit.data import to_float
+    from edgekit.core.data import to_float
 
     named = tmp_path / "named.tflite"
     convert.make_tflite_int8_qat(cnn, named)

@@ -76,8 +76,8 @@ def _check_against_qat(y: np.ndarray, ref: np.ndarray, step: float, where: str) 
 
 @pytest.fixture(scope="module")
 def qat(trained_run, synthetic):
-    from edgekit.data import to_float
-    from edgekit.quantize import finetune_qat, make_qat_model
+    from edgekit.core.data import to_float
+    from edgekit.convert.quantize import finetune_qat, make_qat_model
     from edgekit.runtimes.keras_tf import load_keras_model
 
     model = load_keras_model(trained_run / "train/cnn/model.keras")
@@ -90,7 +90,7 @@ def qat(trained_run, synthetic):
 def files(qat, tmp_path_factory):
     import onnx
 
-    from edgekit.onnx_int8 import keras_to_onnx, qat_onnx_int8
+    from edgekit.convert.onnx_int8 import keras_to_onnx, qat_onnx_int8
 
     out = tmp_path_factory.mktemp("onnx")
     onnx.save(keras_to_onnx(qat, 17, "image"), str(out / "raw.onnx"))
@@ -102,8 +102,8 @@ def test_tf2onnx_raw_qat_onnx_fails_the_audit(files, qat):
     """The trap: float32 weight constants. With tfmot's cold ReLU ranges (below 0) ORT also runs
     the convolutions in float; with zero-based ranges ORT 1.2x quantizes the float weights itself
     (its own grid, not QAT's), but the file stays float-sized: the audit fails it either way."""
-    from edgekit.onnx_int8 import keras_to_onnx
-    from edgekit.audit import audit_int8
+    from edgekit.convert.onnx_int8 import keras_to_onnx
+    from edgekit.verify.audit import audit_int8
 
     raw, _, _ = files
     audit = audit_int8(raw)
@@ -129,8 +129,8 @@ def test_tf2onnx_raw_qat_onnx_fails_the_audit(files, qat):
 
 
 def test_rewritten_qat_onnx_is_int8_small_and_matches_the_qat_model(files, qat, synthetic):
-    from edgekit.data import to_float
-    from edgekit.audit import audit_int8
+    from edgekit.core.data import to_float
+    from edgekit.verify.audit import audit_int8
     from edgekit.runtimes import open_file
 
     raw, int8, stats = files
@@ -151,7 +151,7 @@ def test_rewritten_qat_onnx_is_int8_small_and_matches_the_qat_model(files, qat, 
 
 def test_qat_grid_is_verified_not_assumed(qat):
     """Codes that do not reproduce tf2onnx's folded weights are refused, never silently used."""
-    from edgekit.onnx_int8 import keras_to_onnx, qat_weight_codes, rewrite_qat_onnx
+    from edgekit.convert.onnx_int8 import keras_to_onnx, qat_weight_codes, rewrite_qat_onnx
 
     codes = qat_weight_codes(qat)
     first = next(iter(codes))
@@ -168,9 +168,9 @@ def test_relu_range_below_zero_becomes_an_integer_clip(qat, tmp_path, synthetic)
     it becomes Clip(min=zero point) on the integer tensor and the convs stay QLinearConv."""
     import onnx
 
-    from edgekit.data import to_float
-    from edgekit.onnx_int8 import qat_onnx_int8
-    from edgekit.audit import audit_int8
+    from edgekit.core.data import to_float
+    from edgekit.convert.onnx_int8 import qat_onnx_int8
+    from edgekit.verify.audit import audit_int8
     from edgekit.runtimes import open_file
 
     mins = [v for v in qat.weights if v.name.endswith("post_activation_min:0") and "conv2d" in v.name]
@@ -194,10 +194,10 @@ def test_relu_range_below_zero_becomes_an_integer_clip(qat, tmp_path, synthetic)
 def test_ort_static_ptq_is_int8_and_audited(qat, trained_run, synthetic, tmp_path):
     import onnx
 
-    from edgekit.data import to_float
-    from edgekit.onnx_int8 import compact, keras_to_onnx, ptq_onnx_int8
-    from edgekit.audit import audit_int8
-    from edgekit.quantize import representative_set
+    from edgekit.core.data import to_float
+    from edgekit.convert.onnx_int8 import compact, keras_to_onnx, ptq_onnx_int8
+    from edgekit.verify.audit import audit_int8
+    from edgekit.convert.quantize import representative_set
     from edgekit.runtimes import open_file
     from edgekit.runtimes.keras_tf import load_keras_model
 
@@ -218,10 +218,10 @@ def test_batchnorm_folded_residual_network_requantizes_exactly(synthetic, tmp_pa
     fitted scales absorb the BN factor, and the whole graph runs on integer kernels."""
     import tf_keras as k
 
-    from edgekit.data import to_float
-    from edgekit.onnx_int8 import qat_onnx_int8, qat_weight_codes
-    from edgekit.audit import audit_int8
-    from edgekit.quantize import finetune_qat, make_qat_model
+    from edgekit.core.data import to_float
+    from edgekit.convert.onnx_int8 import qat_onnx_int8, qat_weight_codes
+    from edgekit.verify.audit import audit_int8
+    from edgekit.convert.quantize import finetune_qat, make_qat_model
     from edgekit.runtimes import open_file
 
     k.utils.set_random_seed(0)  # the same initial weights whatever ran before in this process
@@ -268,9 +268,9 @@ def test_u8u8_is_the_u8s8_file_bit_for_bit_and_fuses_the_same_with_depthwise(syn
     import onnxruntime as ort
     import tf_keras as k
 
-    from edgekit.data import to_float
-    from edgekit.onnx_int8 import compact, keras_to_onnx, ptq_onnx_int8
-    from edgekit.audit import audit_int8
+    from edgekit.core.data import to_float
+    from edgekit.convert.onnx_int8 import compact, keras_to_onnx, ptq_onnx_int8
+    from edgekit.verify.audit import audit_int8
     from edgekit.runtimes.onnxrt import session_options
 
     inp = k.Input((28, 28, 1), name="image")

@@ -23,7 +23,7 @@ def _model_with(layer_factory):
     (lambda x: __import__("tf_keras").layers.Lambda(lambda t: t * 2.0, name="double")(x), "double", "Lambda"),
 ])
 def test_make_qat_model_names_the_layer_tfmot_cannot_quantize(factory, name, cls):
-    from edgekit.quantize import make_qat_model
+    from edgekit.convert.quantize import make_qat_model
 
     with pytest.raises(ModelError) as info:
         make_qat_model(_model_with(factory))
@@ -40,8 +40,8 @@ def cnn(trained_run):
 
 
 def test_finetune_qat_fractional_epochs_and_warm_started_ranges(cnn, synthetic):
-    from edgekit.data import to_float
-    from edgekit.quantize import finetune_qat, make_qat_model
+    from edgekit.core.data import to_float
+    from edgekit.convert.quantize import finetune_qat, make_qat_model
 
     qat = make_qat_model(cnn)
     hist = finetune_qat(qat, synthetic.x_train, synthetic.y_train, epochs=0.25, learning_rate=1e-4, batch_size=100)
@@ -55,7 +55,7 @@ def test_finetune_qat_fractional_epochs_and_warm_started_ranges(cnn, synthetic):
 
 
 def test_finetune_qat_rejects_zero_epochs_and_mismatched_labels(cnn, synthetic):
-    from edgekit.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.quantize import finetune_qat, make_qat_model
 
     qat = make_qat_model(cnn)
     with pytest.raises(ConfigError, match="epochs"):
@@ -65,7 +65,7 @@ def test_finetune_qat_rejects_zero_epochs_and_mismatched_labels(cnn, synthetic):
 
 
 def test_representative_set_is_seeded_float_and_bounded(synthetic):
-    from edgekit.quantize import representative_set
+    from edgekit.convert.quantize import representative_set
 
     a = representative_set(synthetic.x_train, 50, seed=1)
     b = representative_set(synthetic.x_train, 50, seed=1)

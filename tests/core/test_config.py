@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from edgekit import config
-from edgekit.config import (Profile, Thresholds, TrainConfig, load_profile, profile_from_dict,
+from edgekit.core import config
+from edgekit.core.config import (Profile, Thresholds, TrainConfig, load_profile, profile_from_dict,
                             profile_to_dict)
 from edgekit.errors import ConfigError
 
-EXPORT_DIR = Path(__file__).resolve().parent.parent / "export"
+EXPORT_DIR = Path(__file__).resolve().parents[2] / "export"
 PROFILE_FILES = sorted(EXPORT_DIR.glob("*.toml"))
 # The eight variant names of CONTRACTS.md, spelled out here on purpose (not imported).
 CONTRACT_VARIANTS = {"tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8-ptq", "tflite-int8-qat",
@@ -43,11 +43,11 @@ def test_default_profile_has_every_variant():
 
 
 def test_profile_names_come_from_the_registries():
-    """config spells no name itself: profiles validate against edgekit.variants, edgekit.models and
-    edgekit.emulation, and the public contract (the names users write in profiles) holds."""
-    from edgekit.emulation import EMULATED_CPUS
-    from edgekit.models import NETWORKS
-    from edgekit.variants import EXPORT_VARIANTS, VARIANTS, Role
+    """config spells no name itself: profiles validate against edgekit.core.variants, edgekit.core.networks and
+    edgekit.verify.emulation, and the public contract (the names users write in profiles) holds."""
+    from edgekit.core.machine import EMULATED_CPUS
+    from edgekit.core.networks import NETWORKS
+    from edgekit.core.variants import EXPORT_VARIANTS, VARIANTS, Role
 
     assert config.VARIANT_NAMES == tuple(EXPORT_VARIANTS) and set(config.VARIANT_NAMES) == CONTRACT_VARIANTS
     assert set(config.VARIANT_CLASSES) == {v.variant_class for v in EXPORT_VARIANTS.values()} == CONTRACT_CLASSES
@@ -57,8 +57,8 @@ def test_profile_names_come_from_the_registries():
 
 def test_every_export_row_has_its_converter():
     """A registry row names its converter by string (the registry stays TensorFlow-free): it must exist."""
-    import edgekit.convert as convert
-    from edgekit.variants import EXPORT_VARIANTS
+    import edgekit.convert.converters as convert
+    from edgekit.core.variants import EXPORT_VARIANTS
 
     missing = [v.name for v in EXPORT_VARIANTS.values() if not callable(getattr(convert, v.maker, None))]
     assert not missing

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit import data
-from edgekit.data import IDX_FILES, load_dataset, make_synthetic, split_validation
+from edgekit.core import data
+from edgekit.core.data import IDX_FILES, load_dataset, make_synthetic, split_validation
 from edgekit.errors import DataError
 
 N_TRAIN, N_TEST = 40, 12

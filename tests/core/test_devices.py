@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import edgekit  # noqa: F401
-from edgekit.devices import (FLOAT32, MIXED_FLOAT16, Placement, float32_model, placement_scope,
+from edgekit.core.devices import (FLOAT32, MIXED_FLOAT16, Placement, float32_model, placement_scope,
                              resolve_placement, visible_gpus, with_float32_logits)
 from edgekit.errors import ConfigError
-from edgekit.models import build_model
+from edgekit.core.networks import build_model
 
 GPU = ["/physical_device:GPU:0"]
 

@@ -6,7 +6,7 @@ import pytest
 
 import edgekit  # noqa: F401
 from edgekit.errors import ConfigError
-from edgekit.models import NETWORKS, build_model, get_network
+from edgekit.core.networks import NETWORKS, build_model, get_network
 
 PARAMS = {  # counted by hand: a change here is a change of architecture, on purpose or not
     "mlp": 784 * 256 + 256 + 256 * 10 + 10,                               # 203,530
@@ -65,7 +65,7 @@ def test_resnet_can_be_wrapped_for_qat():
 def test_loss_falls_in_a_few_steps(name):
     import tf_keras
 
-    from edgekit.data import make_synthetic, to_float
+    from edgekit.core.data import make_synthetic, to_float
 
     data = make_synthetic(n_train=128, n_test=10)
     x, y = to_float(data.x_train), data.y_train

@@ -5,8 +5,8 @@ import io
 
 import pytest
 
-from edgekit import progress as progress_mod
-from edgekit.progress import Progress, _clock
+from edgekit.core import progress as progress_mod
+from edgekit.core.progress import Progress, _clock
 
 
 class Clock:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit import rundir
-from edgekit.config import TrainConfig
+from edgekit.core import rundir
+from edgekit.core.config import TrainConfig
 from edgekit.errors import RunDirError
 
 
@@ -241,7 +241,8 @@ def test_bad_manifests(tmp_path):
 
 
 def test_versions():
-    v = rundir.versions()
+    from edgekit.runtimes import RUNTIME_DISTS
+    v = rundir.versions(RUNTIME_DISTS)
     assert v["python"] == ".".join(map(str, sys.version_info[:3]))
     assert v["tensorflow"] == metadata.version("tensorflow") and v["tf-keras"] == metadata.version("tf-keras")
     assert v["numpy"] == np.__version__ and v["edgekit"] == "0.1.0"

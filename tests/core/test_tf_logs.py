@@ -1,4 +1,4 @@
-"""Quiet TensorFlow start-up (edgekit.tf_logs, installed by `import edgekit`): log lines go, errors stay."""
+"""Quiet TensorFlow start-up (edgekit.core.tf_logs, installed by `import edgekit`): log lines go, errors stay."""
 from __future__ import annotations
 
 import os
@@ -55,7 +55,7 @@ REAL = ("W0000 00:00:1795923109.3   24384 some.cc:1] a warning\n"
 ])
 def test_stderr_filter_drops_only_log_lines_below_the_level(level, kept):
     code = ("import os, sys, edgekit\n"
-            f"with edgekit.tf_logs._stderr_filtered({level}):\n"
+            f"with edgekit.core.tf_logs._stderr_filtered({level}):\n"
             f"    os.write(2, {(NOISE + REAL).encode()!r})\n"
             "    print('python stderr', file=sys.stderr)\n"
             "print('after', file=sys.stderr)\n")
@@ -67,7 +67,7 @@ def test_stderr_filter_drops_only_log_lines_below_the_level(level, kept):
 def test_stderr_filter_keeps_messages_of_a_crash():
     """TensorFlow aborting during import must still show why (the filter forwards as it reads)."""
     code = ("import os, edgekit\n"
-            "with edgekit.tf_logs._stderr_filtered(3):\n"
+            "with edgekit.core.tf_logs._stderr_filtered(3):\n"
             "    os.write(2, b'F0000 00:00:1.0 1 x.cc:1] fatal: bad CPU\\nThe TensorFlow library was compiled to use AVX\\n')\n"
             "    os.abort()\n")
     r = run_py(code)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit import rundir
+from edgekit.core import rundir
 from edgekit.cli import main
-from edgekit.config import Thresholds
+from edgekit.core.config import Thresholds
 from edgekit.errors import ConfigError, DataError, ModelError, RunDirError
-from edgekit.progress import Progress
+from edgekit.core.progress import Progress
 
 from conftest import copy_run
 
@@ -53,8 +53,8 @@ def _quiet_capture():
 # A training run's models
 
 def test_every_variant_exported_validated_and_runnable(exported_run, synthetic):
-    from edgekit.data import to_float
-    from edgekit.parity import compare_file
+    from edgekit.core.data import to_float
+    from edgekit.verify.parity import compare_file
     from edgekit.runtimes import open_file
 
     sec = _export_section(exported_run)
@@ -64,7 +64,7 @@ def test_every_variant_exported_validated_and_runnable(exported_run, synthetic):
         "dataset": "synthetic", "samples": len(synthetic.y_test), "data_sha256": sec["data"]["data_sha256"],
         "description": "synthetic test set"}
     assert not (exported_run / "export" / "cnn" / "parity_inputs.npz").exists()
-    from edgekit.machine import describe  # where parity and kernel fidelity were measured
+    from edgekit.core.machine import describe  # where parity and kernel fidelity were measured
 
     assert sec["versions"]["cpu_class"] == describe()["cpu_class"] and sec["versions"]["onnxruntime"]
     cnn = sec["models"]["cnn"]
@@ -142,7 +142,7 @@ def test_every_variant_exported_validated_and_runnable(exported_run, synthetic):
 
 
 def test_rerun_skips_fresh_variants_and_redoes_missing_ones(exported_run, tiny_profile, tmp_path):
-    from edgekit.export import export_run
+    from edgekit.export.stage import export_run
 
     run = copy_run(exported_run, tmp_path / "run")
     before = _export_section(run)["models"]["cnn"]
@@ -172,13 +172,14 @@ def test_failed_variant_leaves_no_file_and_the_others_go_on(exported_run, tiny_p
     """A converter that writes a corrupt file: the runtime cannot load it, so the variant fails,
     its file (also the good one of the earlier export) is removed, and the next variant is still
     made. A variant below its thresholds is failed too, but keeps its file."""
-    from edgekit import convert, variants
-    from edgekit.export import export_run
+    from edgekit.convert import converters as convert
+    from edgekit.core import variants
+    from edgekit.export.stage import export_run
 
     def corrupt(inputs, path):
         Path(path).write_bytes(b"this is not a flatbuffer")
 
-    # a variant row names its converter (edgekit.variants: maker); convert looks it up by that name
+    # a variant row names its converter (edgekit.core.variants: maker); convert looks it up by that name
     monkeypatch.setattr(convert, "make_corrupt", corrupt, raising=False)
     monkeypatch.setitem(variants.EXPORT_VARIANTS, "tflite-fp16",
                         dataclasses.replace(variants.EXPORT_VARIANTS["tflite-fp16"], maker="make_corrupt"))
@@ -207,7 +208,7 @@ def test_failed_variant_leaves_no_file_and_the_others_go_on(exported_run, tiny_p
 
 
 def test_export_run_errors(tmp_path, trained_run, tiny_profile):
-    from edgekit.export import export_run
+    from edgekit.export.stage import export_run
 
     with pytest.raises(RunDirError, match="edgekit train"):
         export_run(tmp_path / "empty", tiny_profile)
@@ -225,7 +226,7 @@ def byo(tmp_path_factory):
     """A 32x32x1, 5-class CNN trained a few steps on learnable synthetic data, plus .npz samples."""
     import tf_keras
 
-    from edgekit.data import make_synthetic, to_float
+    from edgekit.core.data import make_synthetic, to_float
 
     d = tmp_path_factory.mktemp("byo")
     ds = make_synthetic(n_train=600, n_test=200, num_classes=5, shape=(32, 32), seed=3)
@@ -273,8 +274,8 @@ def test_user_model_parity_inputs_are_the_ones_parity_ran_on(byo, tmp_path):
     """The stored file is the first parity_samples of the user's sample, and running the variant
     on it again gives the recorded parity; an unchanged re-run keeps the file byte for byte, a
     smaller parity set replaces it (and its sha256)."""
-    from edgekit.export import export_model
-    from edgekit.parity import compare_file
+    from edgekit.export.stage import export_model
+    from edgekit.verify.parity import compare_file
     from edgekit.runtimes.keras_tf import load_keras_model
 
     out = tmp_path / "o"
@@ -312,7 +313,7 @@ def test_small_user_model_is_judged_on_weight_bytes_with_kernel_fidelity(tmp_pat
     record over the whole parity set, and the encoding is recorded and keyed."""
     import tf_keras as k
 
-    from edgekit.export import export_model
+    from edgekit.export.stage import export_model
 
     k.utils.set_random_seed(0)
     model = k.Sequential([k.layers.InputLayer(input_shape=(8, 8, 1)), k.layers.Conv2D(4, 3, activation="relu"),
@@ -352,8 +353,8 @@ def test_small_user_model_is_judged_on_weight_bytes_with_kernel_fidelity(tmp_pat
 
 
 def test_byo_model_without_calibration_makes_only_data_free_variants(byo, tmp_path, capsys):
-    from edgekit.config import load_profile
-    from edgekit.export import export_model
+    from edgekit.core.config import load_profile
+    from edgekit.export.stage import export_model
 
     progress, stream = _quiet_capture()
     sec = export_model(byo / "mine.keras", tmp_path / "out", load_profile("default"), progress=progress)
@@ -387,8 +388,8 @@ def test_byo_model_without_calibration_makes_only_data_free_variants(byo, tmp_pa
 
 
 def test_byo_without_labels_skips_qat_with_a_reason(byo, tmp_path):
-    from edgekit.data import to_float
-    from edgekit.export import export_model
+    from edgekit.core.data import to_float
+    from edgekit.export.stage import export_model
 
     profile = dataclasses.replace(_default(), variants=("tflite-int8-ptq", "tflite-int8-qat"),
                                   representative_samples=50)
@@ -408,7 +409,7 @@ def test_byo_without_labels_skips_qat_with_a_reason(byo, tmp_path):
 def test_unsupported_layer_fails_qat_but_float_variants_export(tmp_path, capsys):
     import tf_keras as k
 
-    from edgekit.export import export_model
+    from edgekit.export.stage import export_model
 
     model = k.Sequential([k.layers.InputLayer(input_shape=(8, 8, 1)), k.layers.Flatten(),
                           k.layers.Dense(16), k.layers.LayerNormalization(name="my_layernorm"), k.layers.Dense(3)])
@@ -430,7 +431,7 @@ def test_unsupported_layer_fails_qat_but_float_variants_export(tmp_path, capsys)
 
 
 def test_byo_corrupt_model_and_wrong_calibration_shape(byo, tmp_path, capsys):
-    from edgekit.export import export_model
+    from edgekit.export.stage import export_model
 
     with pytest.raises(ModelError, match="cannot load"):
         export_model(byo / "corrupt.keras", tmp_path / "a", _default(), progress=Progress(quiet=True))
@@ -449,6 +450,6 @@ def test_byo_corrupt_model_and_wrong_calibration_shape(byo, tmp_path, capsys):
 
 
 def _default():
-    from edgekit.config import load_profile
+    from edgekit.core.config import load_profile
 
     return load_profile("default")

@@ -18,10 +18,12 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from edgekit import machine, rundir
-from edgekit.check import CheckResult, check_run
+from edgekit.runtimes import RUNTIME_DISTS
+
+from edgekit.core import machine, rundir
+from edgekit.gate.check import CheckResult, check_run
 from edgekit.cli import main
-from edgekit.config import load_profile, profile_to_dict
+from edgekit.core.config import load_profile, profile_to_dict
 from edgekit.errors import RunDirError
 
 FEATURES, CLASSES = 196, 10
@@ -186,7 +188,7 @@ def build_run(dest: Path, broken: dict[str, str] | None = None, seed: int = 0) -
     rundir.atomic_write_json(dest / rundir.MANIFEST, manifest)
     rundir.atomic_write_json(dest / "results.json", {
         "schema_version": 1, "created_utc": rundir.utc_now(), "machine": machine.describe(),
-        "environment": rundir.versions(),
+        "environment": rundir.versions(RUNTIME_DISTS),
         "settings": {"quick": True, "threads": [1], "batches": list(BATCHES), "warmup_runs": 3,
                      "min_runs": 25, "min_seconds": 0, "repeats": 7},
         "records": records})
@@ -493,7 +495,7 @@ def test_baseline_without_machine_is_not_compared(good_run, tmp_path):
 
 def test_quick_baseline_against_full_settings_is_not_compared(good_run, tmp_path):
     """A --quick baseline against a full bench: every timing setting that differs is named."""
-    from edgekit.latency import FULL
+    from edgekit.core.timing import FULL
 
     full = dict(dataclasses.asdict(FULL), quick=False)
     run, base = _unlike_run(good_run, tmp_path, lambda res: None)

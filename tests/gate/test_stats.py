@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.stats import bootstrap_ci, bootstrap_ratio_ci, judge_regression
+from edgekit.gate.stats import bootstrap_ci, bootstrap_ratio_ci, judge_regression
 
 
 def test_mean_interval_covers_the_true_mean_about_95_percent_of_the_time():

@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit import rundir
+from edgekit.runtimes import RUNTIME_DISTS
+
+from edgekit.core import rundir
 from edgekit.cli import main
 from edgekit.errors import RunDirError
-from edgekit.check import check_run
-from edgekit.plots import PLOTS
-from edgekit.report import render_report
-from test_check import VARIANTS, bench_record, build_run, time_blocks
+from edgekit.gate.check import check_run
+from edgekit.report.plots import PLOTS
+from edgekit.report.stage import render_report
+from gate.test_check import VARIANTS, bench_record, build_run, time_blocks
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -126,7 +128,7 @@ def test_latency_axis_is_log_only_for_wide_ranges():
     """Eager Keras (~30 ms) next to LiteRT (~0.3 ms) needs a log axis; close figures read better linear."""
     from matplotlib.figure import Figure
 
-    from edgekit.plots import _latency_axis
+    from edgekit.report.plots import _latency_axis
 
     wide, close = Figure().add_subplot(), Figure().add_subplot()
     assert _latency_axis(wide, [0.3, 0.5, 31.0], bars=True) == ", log scale"
@@ -142,7 +144,7 @@ def measured_export(exported_run, synthetic, tmp_path_factory) -> Path:
     """conftest's exported_run plus a results.json measured here: every exported file on its
     runtime (LiteRT, ONNX Runtime) and the Keras model, batch 1, 1 thread, 5 repeat blocks."""
     from conftest import copy_run
-    from edgekit.data import to_float
+    from edgekit.core.data import to_float
     from edgekit.runtimes import runtime_for
 
     run = copy_run(exported_run, tmp_path_factory.mktemp("measured") / "run")
@@ -175,7 +177,7 @@ def measured_export(exported_run, synthetic, tmp_path_factory) -> Path:
     rec.update(runtime="litert", runtime_options={"xnnpack": False})
     records.append(rec)
     rundir.atomic_write_json(run / "results.json", {"schema_version": 1, "created_utc": rundir.utc_now(),
-                                                    "environment": rundir.versions(), "settings": {"repeats": 5},
+                                                    "environment": rundir.versions(RUNTIME_DISTS), "settings": {"repeats": 5},
                                                     "records": records})
     check_run(run)  # check.json: the verdict the report shows
     render_report(run)
@@ -270,7 +272,7 @@ def test_failed_and_skipped_variants_keep_a_row_with_their_reason(rendered, tmp_
 
 
 def test_cpu_from_machine_record_or_older_environment_or_nothing(rendered, tmp_path):
-    """results.json "machine" (edgekit.machine.describe()), else the older environment.cpu* fields,
+    """results.json "machine" (edgekit.core.machine.describe()), else the older environment.cpu* fields,
     else "unknown": the report renders in all three cases."""
     for name, change in (("new", lambda r: None),
                          ("old", lambda r: r.pop("machine", None)),

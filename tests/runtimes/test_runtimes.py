@@ -22,8 +22,8 @@ def _variants(run: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def cnn(exported_run, synthetic):
     """The CNN's files, its float Keras logits and the inputs they were computed on."""
-    from edgekit.data import to_float
-    from edgekit.parity import predict_keras
+    from edgekit.core.data import to_float
+    from edgekit.verify.parity import predict_keras
 
     x = to_float(synthetic.x_test[:200])
     return {"files": _variants(exported_run), "x": x, "y": synthetic.y_test[:200],

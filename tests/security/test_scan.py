@@ -100,8 +100,8 @@ def test_payload_model_is_refused_by_export_in_one_line(fmt, payloads, fp32_prof
 
 
 def test_python_api_refuses_too(payloads, fp32_profile, tmp_path):
-    from edgekit.config import load_profile
-    from edgekit.export import export_model
+    from edgekit.core.config import load_profile
+    from edgekit.export.stage import export_model
     from edgekit.runtimes.keras_tf import load_keras_model
 
     path, marker, _ = payloads["keras"]
@@ -154,7 +154,7 @@ def test_scan_finds_what_modelscan_misses(tmp_path):
     import tensorflow as tf
     import tf_keras
 
-    from edgekit.scan import check_model, scan_model
+    from edgekit.security.scan import check_model, scan_model
 
     inner = tf_keras.Sequential([tf_keras.layers.Lambda(lambda t: t + 1.0, input_shape=(4,), name="hidden"),
                                  tf_keras.layers.Dense(2)], name="inner")
@@ -194,9 +194,9 @@ def test_reference_networks_and_standard_layers_scan_clean(tmp_path):
     import tf_keras
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from edgekit.models import NETWORKS, build_model
-    from edgekit.quantize import make_qat_model
-    from edgekit.scan import scan_model
+    from edgekit.core.networks import NETWORKS, build_model
+    from edgekit.convert.quantize import make_qat_model
+    from edgekit.security.scan import scan_model
 
     paths = []
     for name in NETWORKS:
@@ -232,7 +232,7 @@ def test_reference_networks_and_standard_layers_scan_clean(tmp_path):
 
 
 def test_scrubbed_environment_keeps_what_tensorflow_needs():
-    from edgekit.contained import scrubbed_environ
+    from edgekit.export.contained import scrubbed_environ
 
     env = {"PATH": "/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "LC_ALL": "C", "PYTHONPATH": "/src",
            "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "2", "EDGEKIT_PROFILES": "/p",
@@ -252,8 +252,8 @@ def test_scrubbed_environment_keeps_what_tensorflow_needs():
 def test_replaced_train_model_is_refused_before_loading(tmp_path, payloads, capsys):
     """A run directory's model.keras swapped for another file (here the payload model) is
     refused on its hash before anything loads it."""
-    from edgekit.config import TrainConfig
-    from edgekit.train import train
+    from edgekit.core.config import TrainConfig
+    from edgekit.train.stage import train
 
     run = tmp_path / "run"
     train(run, TrainConfig(dataset="synthetic", epochs=1, batch_size=64, limit=256), models=("mlp",))
@@ -271,8 +271,8 @@ def test_replaced_train_model_is_refused_before_loading(tmp_path, payloads, caps
 def test_contained_manifest_without_export_record_is_one_line(tmp_path):
     """What the worker left in the output folder is read back as data: a manifest without
     stages.export (the trusted code rewrote it, or the worker died after reporting) is one line."""
-    from edgekit import rundir
-    from edgekit.contained import _export_section
+    from edgekit.core import rundir
+    from edgekit.export.contained import _export_section
     from edgekit.errors import ExportError
 
     rundir.atomic_write_json(tmp_path / "manifest.json", rundir.empty_manifest())
@@ -322,7 +322,7 @@ def _op_layer_model():
 def test_op_layer_calling_tf_print_to_a_file_is_refused(suffix, fp32_profile, tmp_path, capsys):
     """TFOpLambda is a tf_keras class, but its config names any tf.* symbol the loader resolves:
     tf.print(x, output_stream="file://...") writes files. Pure math/array op layers pass."""
-    from edgekit.scan import scan_model
+    from edgekit.security.scan import scan_model
 
     clean = tmp_path / f"ops{suffix}"
     _op_layer_model().save(str(clean))
@@ -357,7 +357,7 @@ def test_builtin_functions_pass_only_when_tf_keras_resolves_them(tmp_path):
     then falls through to Python's builtins module (exit, eval, open)."""
     import tf_keras
 
-    from edgekit.scan import scan_model
+    from edgekit.security.scan import scan_model
 
     i = tf_keras.Input((4,))
     path = tmp_path / "fn.keras"
@@ -404,7 +404,7 @@ def test_savedmodel_nested_lambda_is_found_with_and_without_keras_metadata(tmp_p
     from tensorflow.core.protobuf import saved_model_pb2
     from tf_keras.protobuf import saved_metadata_pb2
 
-    from edgekit.scan import check_model, scan_model
+    from edgekit.security.scan import check_model, scan_model
 
     sm_dir = tmp_path / "nested_sm"
     _saved_model_with_nested_lambda(sm_dir)
@@ -433,7 +433,7 @@ def test_savedmodel_file_touching_ops_are_found(tmp_path):
     SavedModel's own save/restore functions; none of them run (the marker never appears)."""
     import tensorflow as tf
 
-    from edgekit.scan import scan_model
+    from edgekit.security.scan import scan_model
 
     marker, logdir = tmp_path / "printed.txt", tmp_path / "logs"
 
@@ -463,9 +463,9 @@ def test_savedmodel_file_touching_ops_are_found(tmp_path):
 def test_clean_scan_keeps_tf_keras_safe_mode_on(payloads, fp32_profile, tmp_path, monkeypatch):
     """A clean scan is not the user's trust: if a scan ever misses a Lambda, tf_keras' safe mode
     still refuses it. Here the scanner is made to miss it (as a scanner bug would)."""
-    from edgekit import scan
-    from edgekit.config import load_profile
-    from edgekit.export import export_model
+    from edgekit.security import scan
+    from edgekit.core.config import load_profile
+    from edgekit.export.stage import export_model
     from edgekit.runtimes.keras_tf import load_keras_model
 
     path, marker, _ = payloads["keras"]

@@ -1,15 +1,15 @@
-"""The training recipe's parts (edgekit.recipe): schedule, augmentation, weight averaging, BatchNorm momentum."""
+"""The training recipe's parts (edgekit.train.recipe): schedule, augmentation, weight averaging, BatchNorm momentum."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import edgekit  # noqa: F401
-from edgekit.data import make_synthetic, make_tf_dataset
+from edgekit.core.data import make_synthetic, make_tf_dataset
 
 
 def test_warmup_cosine_schedule():
-    from edgekit.recipe import warmup_cosine
+    from edgekit.train.recipe import warmup_cosine
 
     lr = warmup_cosine(1e-3, warmup_steps=10, total_steps=110)
     values = [float(lr(step)) for step in range(111)]
@@ -23,7 +23,7 @@ def test_warmup_cosine_schedule():
 def test_flip_shift_moves_pixels_exactly():
     import tensorflow as tf
 
-    from edgekit.recipe import flip_shift
+    from edgekit.train.recipe import flip_shift
 
     x = np.random.default_rng(0).random((4, 6, 7, 1), dtype=np.float32)
     out = flip_shift(tf.constant(x), tf.constant([True, False, True, False]),
@@ -38,7 +38,7 @@ def test_flip_shift_moves_pixels_exactly():
 
 
 def test_augmentation_is_seeded_new_each_epoch_and_starts_after_the_clean_epochs():
-    from edgekit.recipe import training_batches
+    from edgekit.train.recipe import training_batches
 
     data = make_synthetic(n_train=40, n_test=1)
     plain = data.x_train.astype(np.float32) / 255.0
@@ -64,8 +64,8 @@ def test_augmentation_is_seeded_new_each_epoch_and_starts_after_the_clean_epochs
 def test_ema_validation_scores_and_keeps_the_average_and_trains_on_the_raw_weights():
     import tf_keras
 
-    from edgekit.models import build_model
-    from edgekit.recipe import EmaValidation, adam, evaluate
+    from edgekit.core.networks import build_model
+    from edgekit.train.recipe import EmaValidation, adam, evaluate
 
     data = make_synthetic(n_train=256, n_test=64)
     ds = make_tf_dataset(data.x_train, data.y_train, 32, shuffle=True, seed=0)
@@ -96,7 +96,7 @@ def test_ema_validation_scores_and_keeps_the_average_and_trains_on_the_raw_weigh
 
 
 def test_batchnorm_momentum_is_keras_default_for_real_runs_and_lower_for_short_ones():
-    from edgekit.recipe import batchnorm_momentum
+    from edgekit.train.recipe import batchnorm_momentum
 
     assert batchnorm_momentum(20 * 422) == 0.99 and batchnorm_momentum(1000) == 0.99
     assert batchnorm_momentum(42) == pytest.approx(1 - 10 / 42)

@@ -8,11 +8,11 @@ import json
 import pytest
 
 import edgekit  # noqa: F401
-from edgekit import rundir
-from edgekit.config import TrainConfig
-from edgekit.data import load_dataset
+from edgekit.core import rundir
+from edgekit.core.config import TrainConfig
+from edgekit.core.data import load_dataset
 from edgekit.errors import ConfigError, RunDirError
-from edgekit.progress import Progress
+from edgekit.core.progress import Progress
 from conftest import TINY_TRAIN, copy_run
 
 TINY = TrainConfig(**TINY_TRAIN)
@@ -23,7 +23,7 @@ def _train_section(run) -> dict:
 
 
 def _quiet_train(run, config=TINY, models=("mlp",), force=False):
-    from edgekit.train import train
+    from edgekit.train.stage import train
 
     stream = io.StringIO()
     section = train(run, config, models=models, force=force, progress=Progress(stream=stream))
@@ -33,7 +33,7 @@ def _quiet_train(run, config=TINY, models=("mlp",), force=False):
 def test_train_writes_model_history_and_manifest(trained_run):
     import tf_keras
 
-    from edgekit.recipe import evaluate
+    from edgekit.train.recipe import evaluate
 
     section = _train_section(trained_run)
     assert section["dataset"]["name"] == "synthetic" and len(section["dataset"]["sha256"]) == 64
@@ -116,7 +116,7 @@ def test_damaged_output_is_retrained_with_the_same_settings(trained_run, tmp_pat
 
 
 def test_interrupted_run_keeps_the_models_it_finished(tmp_path, monkeypatch):
-    import edgekit.train as train_module
+    import edgekit.train.stage as train_module
 
     real = train_module.fit_network
 
@@ -150,7 +150,7 @@ def test_limit_trains_on_the_first_images_and_is_validated(tmp_path):
 
 
 def test_options_a_cpu_cannot_honour_fail_before_any_work(tmp_path):
-    from edgekit.devices import visible_gpus
+    from edgekit.core.devices import visible_gpus
 
     if visible_gpus():
         pytest.skip("this machine has a GPU")
@@ -169,11 +169,11 @@ def test_unknown_model_is_a_config_error(tmp_path):
 def test_a_short_resnet_run_trains_its_batchnorm_with_the_short_run_momentum():
     import tf_keras
 
-    from edgekit.data import make_synthetic
-    from edgekit.devices import resolve_placement
-    from edgekit.models import get_network
-    from edgekit.recipe import batchnorm_momentum
-    from edgekit.train import fit_network, resolve_config
+    from edgekit.core.data import make_synthetic
+    from edgekit.core.devices import resolve_placement
+    from edgekit.core.networks import get_network
+    from edgekit.train.recipe import batchnorm_momentum
+    from edgekit.train.stage import fit_network, resolve_config
 
     data = make_synthetic(n_train=640, n_test=64)
     placement = resolve_placement()

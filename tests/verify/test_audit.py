@@ -1,10 +1,10 @@
-"""The int8 audit (edgekit.audit) on TFLite files; its ONNX side is exercised with the ONNX int8
+"""The int8 audit (edgekit.verify.audit) on TFLite files; its ONNX side is exercised with the ONNX int8
 routes in test_onnx_int8.py and test_saturation.py."""
 from __future__ import annotations
 
 import pytest
 
-from edgekit.audit import audit_int8
+from edgekit.verify.audit import audit_int8
 from edgekit.errors import ConfigError
 
 
@@ -16,10 +16,10 @@ def cnn(trained_run):
 
 
 def test_audit_tflite_int8_passes_and_float_or_hybrid_fail(cnn, synthetic, tmp_path):
-    from edgekit.convert import ConversionInputs
-    from edgekit.data import to_float
-    from edgekit.quantize import representative_set
-    from edgekit.variants import VARIANTS
+    from edgekit.convert.converters import ConversionInputs
+    from edgekit.core.data import to_float
+    from edgekit.convert.quantize import representative_set
+    from edgekit.core.variants import VARIANTS
 
     inputs = ConversionInputs(cnn, None, representative_set(to_float(synthetic.x_train), 50))
     for name in ("tflite-int8-ptq", "tflite-dynamic", "tflite-fp16"):

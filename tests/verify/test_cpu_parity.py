@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from edgekit import emulation
-from edgekit.config import Thresholds
-from edgekit.cpu_parity import emulated_checks, emulated_parity
-from edgekit.parity import check_thresholds, describe_failures
-from test_emulation import SW, SX, SY, _qdq_matmul
+from edgekit.verify import emulation
+from edgekit.core.config import Thresholds
+from edgekit.verify.cpu_parity import emulated_checks, emulated_parity
+from edgekit.verify.parity import check_thresholds, describe_failures
+from verify.test_emulation import SW, SX, SY, _qdq_matmul
 
 # Column 0 pairs (127, 127) along K: 255 * 254 = 64770 > 32767, so AVX2's VPMADDUBSW saturates
 # that pair to 32767; column 1's pairs (70, 0) give 17850 and fit. With every input code 255:
@@ -94,7 +94,7 @@ def test_a_broken_emulation_fails_its_rows_and_keeps_the_other_cpus(tmp_path):
 
 
 def test_all_near_tie_images_are_not_measured_rather_than_passed():
-    from edgekit.fidelity import decisive_agreement
+    from edgekit.verify.fidelity import decisive_agreement
 
     ref = np.array([[1.0, 1.0], [1.1, 1.0]])  # gaps 0 and 1 step: both inside the 2-step band
     r = decisive_agreement(ref, ref[:, ::-1], 0.1)

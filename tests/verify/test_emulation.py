@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit import emulation
+from edgekit.verify import emulation
 from edgekit.errors import ConfigError, ModelError
 
 # All scales are powers of two and every product below is a small dyadic rational, so float32
@@ -206,7 +206,7 @@ def test_unknown_cpu_and_native_are_refused():
 
 def test_the_child_imports_no_tensorflow():
     """Under qemu, importing TensorFlow would take minutes: the worker's imports must stay light."""
-    code = ("import sys, edgekit.emulation, edgekit.runtimes.onnxrt, edgekit.runtimes.litert; "
+    code = ("import sys, edgekit.verify.emulation, edgekit.runtimes.onnxrt, edgekit.runtimes.litert; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

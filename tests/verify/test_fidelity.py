@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.config import Thresholds
-from edgekit.fidelity import PAIRS, fidelity_record, kernel_fidelity
-from edgekit.parity import check_thresholds, compare, describe_failures
+from edgekit.core.config import Thresholds
+from edgekit.verify.fidelity import PAIRS, fidelity_record, kernel_fidelity
+from edgekit.verify.parity import check_thresholds, compare, describe_failures
 from edgekit.runtimes import open_file
 
 N = 300  # parity inputs: enough for agreement steps of 1/300, small enough to stay quick
@@ -17,8 +17,8 @@ def int8_files(tmp_path_factory):
     """tflite-int8-ptq and onnx-int8-ptq of a tiny conv net (random weights), and inputs."""
     import tf_keras as k
 
-    from edgekit.convert import ConversionInputs
-    from edgekit.variants import VARIANTS
+    from edgekit.convert.converters import ConversionInputs
+    from edgekit.core.variants import VARIANTS
 
     d = tmp_path_factory.mktemp("fid")
     k.utils.set_random_seed(1)
@@ -107,7 +107,7 @@ def test_no_fidelity_record_is_not_measured_rather_than_passed():
 
 
 def test_decisive_agreement_ignores_near_ties_but_not_larger_flips():
-    from edgekit.fidelity import TIE_BAND_STEPS, decisive_agreement
+    from edgekit.verify.fidelity import TIE_BAND_STEPS, decisive_agreement
 
     step = 0.1
     # reference logits (two classes); gaps: 0 (exact tie), 0.2 (= 2 steps: still a near-tie),
@@ -130,7 +130,7 @@ def test_output_step_is_the_files_own_output_scale(int8_files):
     """One output step = the scale the file requantizes its logits with: the TFLite output
     tensor's scale, and the scale of the ONNX graph's last DequantizeLinear; both PTQ files are
     calibrated on the same images, so the two scales agree to float32 rounding."""
-    from edgekit.fidelity import output_step
+    from edgekit.verify.fidelity import output_step
 
     files, x = int8_files
     tfl = output_step(files["tflite-int8-ptq"])

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from edgekit.config import Thresholds
+from edgekit.core.config import Thresholds
 from edgekit.errors import ExportError
-from edgekit.parity import (ParityResult, accuracy_drop_points, check_thresholds, compare, compare_file,
+from edgekit.verify.parity import (ParityResult, accuracy_drop_points, check_thresholds, compare, compare_file,
                             describe_failures, failed_checks)
 
 # Four samples, three classes.
@@ -106,7 +106,7 @@ def test_unmeasurable_thresholds_are_reported_not_passed():
 
 
 def test_compare_file_runs_a_real_tflite_file(tmp_path):
-    """A float TFLite file of a tiny Keras model, made here without edgekit.convert."""
+    """A float TFLite file of a tiny Keras model, made here without edgekit.convert.converters."""
     import tensorflow as tf
     import tf_keras
 

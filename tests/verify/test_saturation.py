@@ -101,7 +101,7 @@ def _run(model_path: Path, x: np.ndarray, tmp: Path, qemu_cpu: str | None = None
 def files(tmp_path_factory):
     import onnx
 
-    from edgekit.onnx_int8 import encode_weights
+    from edgekit.convert.onnx_int8 import encode_weights
 
     out = tmp_path_factory.mktemp("sat")
     paths = {}
@@ -114,7 +114,7 @@ def files(tmp_path_factory):
 
 
 def test_pair_counts_follow_the_int16_bound():
-    from edgekit.saturation import pair_counts
+    from edgekit.verify.saturation import pair_counts
 
     # 255 * 129 = 32895 > 32767 overflows; 255 * 128 = 32640 does not; -255 * 129 < -32768;
     # mixed signs never overflow; an odd last element pairs with padding and is not counted
@@ -123,7 +123,7 @@ def test_pair_counts_follow_the_int16_bound():
 
 
 def test_audit_flags_saturating_u8s8_weights_and_u8u8_clears_the_file(files):
-    from edgekit.audit import audit_int8
+    from edgekit.verify.audit import audit_int8
 
     s8, u8 = audit_int8(files["u8s8"]), audit_int8(files["u8u8"])
     # K = CIN = 8 per output channel -> 4 pairs x 16 channels; channels 0 and 1 (sums +-254)
@@ -173,7 +173,7 @@ def test_depthwise_conv_is_listed_but_has_no_gemm_pairs(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgekit.saturation import saturation_audit
+    from edgekit.verify.saturation import saturation_audit
 
     w = np.full((CIN, 1, 3, 3), 127, np.int8)
     inits = [numpy_helper.from_array(np.asarray(v, dt), n) for n, v, dt in [

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import ConfigError, ModelError
-from edgekit.weight_bytes import weight_bytes
+from edgekit.verify.weight_bytes import weight_bytes
 
 N_IN, N_HID, N_OUT = 16, 8, 4
 KERNELS = N_IN * N_HID + N_HID * N_OUT   # 160 weight elements
@@ -15,12 +15,12 @@ BIASES = N_HID + N_OUT                   # 12 bias elements
 @pytest.fixture(scope="module")
 def dense_files(tmp_path_factory):
     """tflite-fp32, onnx-fp32 and tflite-int8-ptq of a two-layer Dense model (no reshapes, so no
-    shape constants), made by edgekit.convert. Biases are non-zero: a converter may drop an
+    shape constants), made by edgekit.convert.converters. Biases are non-zero: a converter may drop an
     all-zero bias, which would make the expected count depend on that choice."""
     import tf_keras as k
 
-    from edgekit.convert import ConversionInputs
-    from edgekit.variants import EXPORT_VARIANTS as VARIANTS
+    from edgekit.convert.converters import ConversionInputs
+    from edgekit.core.variants import EXPORT_VARIANTS as VARIANTS
 
     d = tmp_path_factory.mktemp("wb")
     k.utils.set_random_seed(0)
