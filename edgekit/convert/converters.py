@@ -11,6 +11,7 @@ The int8 ONNX files hold 8-bit weight initializers, by default as uint8 with zer
 """
 from __future__ import annotations
 
+import functools
 import struct
 import tempfile
 import warnings
@@ -21,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.errors import ConfigError, ExportError, ModelError, one_line
-from edgekit.core.variants import Variant
+from edgekit.core.variants import Format, Variant, VariantClass, register_converter
 
 OUTPUT_NAME = "logits"  # the one output of every file (the input is ConversionInputs.input_name)
 
@@ -34,6 +35,27 @@ class ConversionInputs:
     opset: int = 17
     input_name: str = "image"
     onnx_int8_encoding: str = "u8u8"  # weight storage of the int8 ONNX files (edgekit.convert.onnx_int8.encode_weights)
+
+
+def checked(make: Callable[[ConversionInputs, Path], None]):
+    """A converter as the registry calls it, (variant, inputs, path): first check it has the QAT model
+    or calibration images its row says it needs, then write, then check the file's input dtype is
+    the declared `io_dtype`, so a converter that silently keeps float I/O (or a wrong flag) cannot
+    pass for an int8 file. The bare converter stays callable as `.convert`."""
+    @functools.wraps(make)
+    def converter(variant: Variant, inputs: ConversionInputs, path: Path) -> None:
+        if variant.needs_calibration:
+            _require_calibration(inputs, variant.name)
+        if variant.needs_qat:
+            _require_qat(inputs, variant.name)
+        make(inputs, path)
+        got = io_details(path)[0][0]["dtype"]
+        if got != variant.io_dtype:
+            Path(path).unlink(missing_ok=True)
+            raise ExportError(f"variant '{variant.name}' declares {variant.io_dtype} input but the converted file "
+                              f"takes {got}; fix the variant's converter settings or its declared io_dtype")
+    converter.convert = make
+    return converter
 
 
 # ----------------------------------------------------------------------------- TFLite
@@ -120,10 +142,14 @@ def _require_qat(inputs: ConversionInputs, variant: str):
     return inputs.qat_model
 
 
+@register_converter(Format.TFLITE, VariantClass.FLOAT)
+@checked
 def make_tflite_fp32(inputs: ConversionInputs, path: Path) -> None:
     _tflite(inputs.float_model, path, lambda c: None, "fp32", inputs.input_name)
 
 
+@register_converter(Format.TFLITE, VariantClass.FP16)
+@checked
 def make_tflite_fp16(inputs: ConversionInputs, path: Path) -> None:
     import tensorflow as tf
 
@@ -133,6 +159,8 @@ def make_tflite_fp16(inputs: ConversionInputs, path: Path) -> None:
     _tflite(inputs.float_model, path, configure, "fp16", inputs.input_name)
 
 
+@register_converter(Format.TFLITE, VariantClass.DYNAMIC)
+@checked
 def make_tflite_dynamic(inputs: ConversionInputs, path: Path) -> None:
     import tensorflow as tf
 
@@ -141,10 +169,12 @@ def make_tflite_dynamic(inputs: ConversionInputs, path: Path) -> None:
     _tflite(inputs.float_model, path, configure, "dynamic-range", inputs.input_name)
 
 
+@register_converter(Format.TFLITE, VariantClass.INT8_PTQ)
+@checked
 def make_tflite_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
     import tensorflow as tf
 
-    x = inputs.representative   # present: make_checked requires it for this row
+    x = inputs.representative   # present: `checked` requires it for this row
 
     def configure(c):
         c.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -155,10 +185,12 @@ def make_tflite_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
     _tflite(inputs.float_model, path, configure, "int8 post-training", inputs.input_name)
 
 
+@register_converter(Format.TFLITE, VariantClass.INT8_QAT)
+@checked
 def make_tflite_int8_qat(inputs: ConversionInputs, path: Path) -> None:
     import tensorflow as tf
 
-    qat = inputs.qat_model      # present: make_checked requires it for this row
+    qat = inputs.qat_model      # present: `checked` requires it for this row
 
     def configure(c):  # ranges come from the QAT quantizers: no representative set, and asking
         c.optimizations = [tf.lite.Optimize.DEFAULT]  # for TFLITE_BUILTINS_INT8 would demand one
@@ -169,6 +201,8 @@ def make_tflite_int8_qat(inputs: ConversionInputs, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- ONNX
 
+@register_converter(Format.ONNX, VariantClass.FLOAT)
+@checked
 def make_onnx_fp32(inputs: ConversionInputs, path: Path) -> None:
     import onnx
 
@@ -177,6 +211,8 @@ def make_onnx_fp32(inputs: ConversionInputs, path: Path) -> None:
     onnx.save(compact(keras_to_onnx(inputs.float_model, inputs.opset, inputs.input_name)), str(path))
 
 
+@register_converter(Format.ONNX, VariantClass.INT8_QAT)
+@checked
 def make_onnx_int8_qat(inputs: ConversionInputs, path: Path) -> None:
     from edgekit.convert.onnx_int8 import qat_onnx_int8
 
@@ -184,31 +220,16 @@ def make_onnx_int8_qat(inputs: ConversionInputs, path: Path) -> None:
                   encoding=inputs.onnx_int8_encoding)
 
 
+@register_converter(Format.ONNX, VariantClass.INT8_PTQ)
+@checked
 def make_onnx_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
     from edgekit.convert.onnx_int8 import ptq_onnx_int8
 
     x = inputs.representative
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        make_onnx_fp32(inputs, fp32)
+        make_onnx_fp32.convert(inputs, fp32)
         ptq_onnx_int8(fp32, x, path, inputs.input_name, encoding=inputs.onnx_int8_encoding)
-
-
-def make_checked(variant: Variant, inputs: ConversionInputs, path: Path) -> None:
-    """Write `variant`'s file with its converter (after checking it has the QAT model or calibration
-    images its row says it needs), then check the file's input dtype is the declared
-    `io_dtype`, so a converter that silently keeps float I/O (or a wrong flag) cannot pass for an int8 file."""
-    if variant.needs_calibration:
-        _require_calibration(inputs, variant.name)
-    if variant.needs_qat:
-        _require_qat(inputs, variant.name)
-    make: Callable[[ConversionInputs, Path], None] = globals()[variant.maker]
-    make(inputs, path)
-    got = io_details(path)[0][0]["dtype"]
-    if got != variant.io_dtype:
-        Path(path).unlink(missing_ok=True)
-        raise ExportError(f"variant '{variant.name}' declares {variant.io_dtype} input but the converted file takes "
-                          f"{got}; fix the variant's converter settings or its declared io_dtype")
 
 
 # ----------------------------------------------------------------------------- file I/O details

@@ -8,11 +8,10 @@ edgekit.convert.converters and one row below (ARCHITECTURE.md).
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgekit.errors import ConfigError
 
@@ -60,7 +59,6 @@ class Variant:
     needs_qat: bool = False      # made from the QAT model
     needs_calibration: bool = False  # needs representative images
     reference: Reference = Reference.FLOAT  # the Keras model its parity is judged against
-    maker: str = ""              # edgekit.convert.converters function that writes the file (exports only)
 
     @property
     def suffix(self) -> str:
@@ -71,16 +69,15 @@ class Variant:
         return self.variant_class.is_int8
 
     def make(self, inputs: Any, path: Path) -> None:
-        """Write this variant's file at `path` (a temporary name) and check its input dtype.
-        The converter module is looked up by name so this registry stays TensorFlow-free."""
+        """Write this variant's file at `path` (a temporary name) with its registered converter."""
         if self.role is not Role.EXPORT:
             raise ConfigError(f"'{self.name}' is a Keras model, not an export variant; nothing converts it")
-        importlib.import_module("edgekit.convert.converters").make_checked(self, inputs, Path(path))
+        converter_of(self)(self, inputs, Path(path))
 
 
 def _export(name: str, format: Format, variant_class: VariantClass, description: str, **kw) -> Variant:
-    """An export row; its converter is edgekit.convert.converters.make_<name with underscores>."""
-    return Variant(name, format, variant_class, Role.EXPORT, description, maker="make_" + name.replace("-", "_"), **kw)
+    """An export row; its converter registers itself for (format, variant_class)."""
+    return Variant(name, format, variant_class, Role.EXPORT, description, **kw)
 
 
 _INT8_IO = {"io_dtype": "int8"}
@@ -138,3 +135,39 @@ def float_export(format: str) -> Variant | None:
     """The float32 export of a file format: what size and weight ratios of that format divide by."""
     return next((v for v in EXPORT_VARIANTS.values()
                  if v.format == format and v.variant_class is VariantClass.FLOAT), None)
+
+
+# ----------------------------------------------------------------------------- converters
+
+# (variant, inputs, path) -> None: writes the variant's file at path. Filled by
+# edgekit.convert.converters when it is imported (edgekit.convert imports it in its __init__).
+Converter = Callable[[Variant, Any, Path], None]
+_CONVERTERS: dict[str, Converter] = {}
+
+
+def export_row(format: Format, variant_class: VariantClass) -> Variant:
+    """The one export row of a (format, class): a converter's key, unique by construction (a test checks)."""
+    rows = [v for v in EXPORT_VARIANTS.values() if v.format is format and v.variant_class is variant_class]
+    if len(rows) != 1:
+        raise ConfigError(f"{len(rows)} export variants are {format}/{variant_class}; a converter needs exactly one")
+    return rows[0]
+
+
+def register_converter(format: Format, variant_class: VariantClass) -> Callable[[Converter], Converter]:
+    """Decorator: `fn` writes the file of the export row of (format, class). One converter a row."""
+    row = export_row(format, variant_class)
+
+    def register(fn: Converter) -> Converter:
+        if row.name in _CONVERTERS and _CONVERTERS[row.name] is not fn:
+            raise ConfigError(f"variant '{row.name}' already has a converter ({_CONVERTERS[row.name].__qualname__})")
+        _CONVERTERS[row.name] = fn
+        return fn
+    return register
+
+
+def converter_of(variant: Variant) -> Converter:
+    try:
+        return _CONVERTERS[variant.name]
+    except KeyError as e:
+        raise ConfigError(f"no converter is registered for variant '{variant.name}'; import edgekit.convert "
+                          f"(it registers them) or register one with register_converter") from e

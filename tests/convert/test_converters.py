@@ -189,10 +189,12 @@ def test_a_file_whose_io_dtype_differs_from_the_declared_one_is_refused(cnn, tmp
     from edgekit.errors import ExportError
     from edgekit.core.variants import Format, Role, Variant, VariantClass
 
+    from edgekit.convert.converters import make_tflite_fp32
+
     liar = Variant("tflite-int8-liar", Format.TFLITE, VariantClass.INT8_PTQ, Role.EXPORT,
-                   "declares int8 I/O, converts float32", io_dtype="int8", maker="make_tflite_fp32")
+                   "declares int8 I/O, converts float32", io_dtype="int8")
     with pytest.raises(ExportError, match="declares int8 input but the converted file takes float32"):
-        liar.make(cnn, tmp_path / "liar.tflite")
+        make_tflite_fp32(liar, cnn, tmp_path / "liar.tflite")
     assert not any(tmp_path.iterdir())
 
 
@@ -205,10 +207,10 @@ def test_naming_the_io_tensors_changes_only_their_name_strings(cnn, tmp_path, mo
     from edgekit.core.data import to_float
 
     named = tmp_path / "named.tflite"
-    convert.make_tflite_int8_qat(cnn, named)
+    convert.make_tflite_int8_qat.convert(cnn, named)
     monkeypatch.setattr(convert, "_name_io_tensors", lambda data: data)
     raw = tmp_path / "raw.tflite"
-    convert.make_tflite_int8_qat(cnn, raw)
+    convert.make_tflite_int8_qat.convert(cnn, raw)
     a, b = raw.read_bytes(), named.read_bytes()
     assert len(a) == len(b)
     old = [Interpreter(model_path=str(raw)).get_input_details()[0]["name"],

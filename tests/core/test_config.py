@@ -55,13 +55,33 @@ def test_profile_names_come_from_the_registries():
     assert config.NETWORK_NAMES == tuple(NETWORKS) and config.PARITY_CPUS == ("native", *EMULATED_CPUS)
 
 
-def test_every_export_row_has_its_converter():
-    """A registry row names its converter by string (the registry stays TensorFlow-free): it must exist."""
-    import edgekit.convert.converters as convert
-    from edgekit.core.variants import EXPORT_VARIANTS
+def test_every_export_row_has_exactly_one_converter():
+    """Converters register themselves against the rows (the registry imports none of them): every
+    export row has one, no converter serves two rows, and registering a second one is refused."""
+    import edgekit.convert  # noqa: F401  (registers)
+    from edgekit.core import variants
+    from edgekit.errors import ConfigError
 
-    missing = [v.name for v in EXPORT_VARIANTS.values() if not callable(getattr(convert, v.maker, None))]
-    assert not missing
+    rows = variants.EXPORT_VARIANTS.values()
+    fns = [variants.converter_of(v) for v in rows]
+    assert len(set(map(id, fns))) == len(fns) == len(variants._CONVERTERS)
+    assert len({(v.format, v.variant_class) for v in rows}) == len(rows)   # the converters' keys are unique
+    some = next(iter(rows))
+    with pytest.raises(ConfigError, match="already has a converter"):
+        variants.register_converter(some.format, some.variant_class)(lambda variant, inputs, path: None)
+    with pytest.raises(ConfigError, match="1 export variants|0 export variants"):
+        variants.register_converter(variants.Format.KERAS, variants.VariantClass.FLOAT)
+
+
+def test_the_registry_imports_no_converter():
+    """No hidden circle: variants reaches the converters only through what registered itself."""
+    import ast
+    from edgekit.core import variants
+
+    tree = ast.parse(Path(variants.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "importlib" not in names and not any((m or "").startswith("edgekit.convert") for m in mods)
 
 
 def test_profiles_dir_override(tmp_path, monkeypatch):

@@ -179,10 +179,8 @@ def test_failed_variant_leaves_no_file_and_the_others_go_on(exported_run, tiny_p
     def corrupt(inputs, path):
         Path(path).write_bytes(b"this is not a flatbuffer")
 
-    # a variant row names its converter (edgekit.core.variants: maker); convert looks it up by that name
-    monkeypatch.setattr(convert, "make_corrupt", corrupt, raising=False)
-    monkeypatch.setitem(variants.EXPORT_VARIANTS, "tflite-fp16",
-                        dataclasses.replace(variants.EXPORT_VARIANTS["tflite-fp16"], maker="make_corrupt"))
+    # converters register against the rows (edgekit.core.variants.register_converter): swap fp16's
+    monkeypatch.setitem(variants._CONVERTERS, "tflite-fp16", convert.checked(corrupt))
     run = copy_run(exported_run, tmp_path / "run")
     folder = run / "export" / "cnn"
     assert (folder / "tflite-fp16.tflite").is_file()
