@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 
+from edgekit.core.metrics import top1_accuracy
 from edgekit.core import rundir
 from edgekit.bench.plan import PREDICT_BATCH, SECONDARY_SAMPLES, ModelFile, TestSet
 from edgekit.core.timing import TimingSettings
@@ -121,7 +122,7 @@ def _fill(rec: dict, pred: dict | None, timing: dict | None, crash: str | None, 
         classes = np.asarray(pred["classes"])
         n = rec["samples"] = int(len(classes))  # the first n test images
         if test.y is not None:
-            rec["accuracy"] = float(np.mean(classes == test.y[:n]))
+            rec["accuracy"] = top1_accuracy(classes, test.y[:n])
         if reference is not None and len(reference) >= n:
             rec["agreement"] = float(np.mean(classes == reference[:n]))
     elif pred:

@@ -24,12 +24,14 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from edgekit.bench.job import BenchJob
+from edgekit.core.timing import TimingSettings
 from edgekit.errors import one_line
 
 PREDICT_CHUNK = 2048   # images converted to float at a time (the data stays uint8 until then)
@@ -143,15 +145,27 @@ def run_job(job: BenchJob, emit: Emit) -> None:
             predicted = False
             for threads in timing_threads:
                 predict = job.predict and threads == job.predict_threads
-                _session(runtime, path, x, unit.id, options, threads, job, job.timing,
-                         x_predict if predict else None, emit)
+                _session(runtime, job, Session(unit.id, path, options, threads, x, job.timing,
+                                               x_predict if predict else None), emit)
                 predicted |= predict
             if job.predict and not predicted:
-                _session(runtime, path, x, unit.id, options, job.predict_threads, job, None, x_predict, emit)
+                _session(runtime, job, Session(unit.id, path, options, job.predict_threads, x, None, x_predict), emit)
 
 
-def _session(runtime, path: Path, x: np.ndarray, uid: int, options: dict, threads: int, job: BenchJob,
-             timing, x_predict: np.ndarray | None, emit: Emit) -> None:
+@dataclass(frozen=True)
+class Session:
+    """One opened session of one unit: what it times (`timing` None: nothing) and predicts
+    (`x_predict` None: nothing)."""
+    uid: int
+    path: Path
+    options: dict
+    threads: int
+    x: np.ndarray                  # the unit's test images (timing batches are cut from them)
+    timing: TimingSettings | None
+    x_predict: np.ndarray | None
+
+
+def _session(runtime, job: BenchJob, s: Session, emit: Emit) -> None:
     """One session: every batch size timed (smallest first), then the accuracy run on the same
     session (a second load of a QAT Keras model alone costs ~2.4 s). The memory peak is reset
     before the session opens, so each timing record's peak covers this session up to its batch
@@ -161,10 +175,11 @@ def _session(runtime, path: Path, x: np.ndarray, uid: int, options: dict, thread
     release_memory()
     reset_peak_rss()
     t0 = time.monotonic()
-    batches = sorted(job.batches) if timing else []
-    base = {"id": uid, "options": options}
+    batches = sorted(job.batches) if s.timing else []
+    threads, x_predict = s.threads, s.x_predict
+    base = {"id": s.uid, "options": s.options}
     try:
-        session = runtime.open(path, threads=threads, **options)
+        session = runtime.open(s.path, threads=threads, **s.options)
     except Exception as e:  # a runtime's own error types vary; the record says which
         for batch in batches:
             emit(type="timing", **base, threads=threads, batch=batch, error=_error(e))
@@ -174,8 +189,8 @@ def _session(runtime, path: Path, x: np.ndarray, uid: int, options: dict, thread
     for batch in batches:
         t0 = time.monotonic()
         try:
-            fn = session.bind(session.prepare(timing_batch(x, batch)))
-            stats = benchmark(fn, batch, timing)
+            fn = session.bind(session.prepare(timing_batch(s.x, batch)))
+            stats = benchmark(fn, batch, s.timing)
         except Exception as e:
             emit(type="timing", **base, threads=threads, batch=batch, error=_error(e), peak_rss_mb=peak_rss_mb())
             continue

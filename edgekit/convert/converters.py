@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.errors import ConfigError, ExportError, ModelError, one_line
-from edgekit.core.variants import Format, Variant, VariantClass, register_converter
+from edgekit.core.variants import Format, Variant, VariantClass, file_format, register_converter
 
 OUTPUT_NAME = "logits"  # the one output of every file (the input is ConversionInputs.input_name)
 
@@ -243,11 +243,7 @@ def io_details(path: str | Path) -> tuple[list[dict], list[dict]]:
     signatures: `signature` is None and `signature_key` is the graph I/O name, which plays that role.
     """
     path = Path(path)
-    if path.suffix == ".tflite":
-        return _tflite_io(path)
-    if path.suffix == ".onnx":
-        return _onnx_io(path)
-    raise ConfigError(f"{path}: io_details reads .tflite and .onnx files, not '{path.suffix}'")
+    return _tflite_io(path) if file_format(path, "io_details") is Format.TFLITE else _onnx_io(path)
 
 
 def _tflite_io(path: Path) -> tuple[list[dict], list[dict]]:

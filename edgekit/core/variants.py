@@ -108,6 +108,17 @@ EXPORT_VARIANTS: dict[str, Variant] = {n: v for n, v in VARIANTS.items() if v.ro
 THRESHOLD_CLASSES: tuple[str, ...] = tuple(dict.fromkeys(v.variant_class.value for v in EXPORT_VARIANTS.values()))
 
 
+def file_format(path: str | Path, what: str = "this check") -> Format:
+    """The exported-file format of a path, by its suffix: the one place a suffix picks a code path.
+    Only exported formats (.tflite, .onnx); anything else is a one-line ConfigError naming `what`."""
+    suffix = Path(path).suffix.lstrip(".")
+    exported = {v.format for v in EXPORT_VARIANTS.values()}
+    if suffix in exported:
+        return Format(suffix)
+    names = " and ".join(f".{f}" for f in sorted(exported))
+    raise ConfigError(f"{path}: {what} reads {names} files, not '{Path(path).suffix or 'no suffix'}'")
+
+
 def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[name]

@@ -16,6 +16,7 @@ import numpy as np
 
 import tf_keras
 
+from edgekit.core.metrics import top1_accuracy
 from edgekit.core.data import make_tf_dataset
 from edgekit.core.progress import Progress
 
@@ -125,7 +126,7 @@ def evaluate(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     logits = logits.astype(np.float64)
     z = logits - logits.max(axis=1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float((logits.argmax(axis=1) == y).mean()), float(-log_p[np.arange(len(y)), y].mean())
+    return top1_accuracy(logits, y), float(-log_p[np.arange(len(y)), y].mean())
 
 
 @contextlib.contextmanager

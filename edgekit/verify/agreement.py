@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.metrics import top1_accuracy
 from edgekit.errors import ExportError
 
 
@@ -56,13 +57,10 @@ def compare(reference_outputs: Any, outputs: Any, labels: Any = None) -> ParityR
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(out - ref)
     finite = bool(np.all(np.isfinite(diff)))
-    accuracy = reference_accuracy = None
-    if labels is not None:
-        y = np.asarray(labels).reshape(-1)
-        if len(y) != len(ref):
-            raise ExportError(f"parity: {len(y)} labels for {len(ref)} samples; give one label per sample")
-        accuracy = float(np.mean(out_top == y))
-        reference_accuracy = float(np.mean(ref_top == y))
+    if labels is not None and len(np.asarray(labels).reshape(-1)) != len(ref):
+        raise ExportError(f"parity: {len(np.asarray(labels).reshape(-1))} labels for {len(ref)} samples; "
+                          f"give one label per sample")
+    accuracy, reference_accuracy = top1_accuracy(out_top, labels), top1_accuracy(ref_top, labels)
     return ParityResult(
         samples=int(len(ref)),
         agreement=float(np.mean(out_top == ref_top)),

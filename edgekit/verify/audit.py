@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import ConfigError, ExportError, ModelError, one_line
+from edgekit.core.variants import Format, file_format
+from edgekit.errors import ExportError, ModelError, one_line
 
 MIN_INT8_WEIGHT_FRACTION = 0.95   # share of MAC-op weight elements stored as int8
 MIN_INTEGER_MAC_FRACTION = 0.95   # share of MACs in integer kernels after runtime optimization
@@ -28,19 +29,15 @@ def audit_int8(path: str | Path) -> dict:
     Saturation does not fail the audit: it is a property of some CPUs' kernels, judged by the
     kernel-fidelity check; the audit reports it so that any machine can see it."""
     path = Path(path)
-    if path.suffix == ".tflite":
+    if file_format(path, "the int8 audit") is Format.TFLITE:
         ops, weights = tflite_mac_ops(path)
-        runtime = "litert builtin kernels"
-    elif path.suffix == ".onnx":
-        from edgekit.verify.saturation import saturation_audit
+        return summarize_audit(ops, weights, "litert builtin kernels")
+    from edgekit.verify.saturation import saturation_audit
 
-        ops, weights = onnx_mac_ops(path), onnx_weight_dtypes(path)
-        audit = summarize_audit(ops, weights, "onnxruntime CPU, graph_optimization=all")
-        audit["saturation"] = saturation_audit(path)  # what ORT's AVX2 U8S8 kernels would do to it
-        return audit
-    else:
-        raise ConfigError(f"{path}: the int8 audit reads .tflite and .onnx files, not '{path.suffix}'")
-    return summarize_audit(ops, weights, runtime)
+    ops, weights = onnx_mac_ops(path), onnx_weight_dtypes(path)
+    audit = summarize_audit(ops, weights, "onnxruntime CPU, graph_optimization=all")
+    audit["saturation"] = saturation_audit(path)  # what ORT's AVX2 U8S8 kernels would do to it
+    return audit
 
 
 def summarize_audit(ops: list[dict], weight_dtypes: dict[str, int], runtime: str) -> dict:

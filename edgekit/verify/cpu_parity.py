@@ -14,11 +14,13 @@ emulated here is a visible "not measured" row with its reason, never a pass.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.core.config import Thresholds
+from edgekit.core.metrics import top1_accuracy
 from edgekit.verify.agreement import accuracy_drop_points, compare
 from edgekit.errors import one_line
 
@@ -30,16 +32,25 @@ EMULATED_PARITY_SAMPLES = 1000
 EMULATION_TIMEOUT_S = 900
 
 
-def emulated_parity(path: str | Path, x: np.ndarray, reference: np.ndarray, float_outputs: np.ndarray,
-                    labels: np.ndarray | None, cpus: tuple[str, ...], kernel_threshold: float | None,
+@dataclass(frozen=True)
+class ParitySample:
+    """The images a file is judged on and what its source models answered on them."""
+    x: np.ndarray
+    reference: np.ndarray          # the reference Keras model's outputs (float or QAT, per variant)
+    float_outputs: np.ndarray      # the float source model's: the accuracy drop is measured from it
+    labels: np.ndarray | None
+
+
+def emulated_parity(path: str | Path, sample: ParitySample, cpus: tuple[str, ...], kernel_threshold: float | None,
                     encoding: str | None = None, samples: int = EMULATED_PARITY_SAMPLES) -> list[dict]:
-    """One record per non-native CPU in `cpus`: parity with `reference` (the source model's
-    outputs on `x`), accuracy drop against `float_outputs`, and the fast-vs-reference kernel
-    agreement under that CPU. A CPU that cannot run here gets status "skipped" and the reason."""
+    """One record per non-native CPU in `cpus`: parity with `sample.reference`, accuracy drop
+    against `sample.float_outputs`, and the fast-vs-reference kernel agreement under that CPU.
+    A CPU that cannot run here gets status "skipped" and the reason."""
     from edgekit.verify import emulation
     from edgekit.verify.fidelity import avoid_text, decisive_agreement, output_step, pair_for
     from edgekit.runtimes import get_runtime
 
+    x, reference, float_outputs, labels = sample.x, sample.reference, sample.float_outputs, sample.labels
     n = min(samples, len(x))
     records = []
     pair = pair_for(path)
@@ -63,7 +74,7 @@ def emulated_parity(path: str | Path, x: np.ndarray, reference: np.ndarray, floa
         y = None if labels is None else labels[:n]
         par = compare(reference[:n], out["fast"], y)
         kern = decisive_agreement(native_reference, out["fast"], output_step(path))
-        float_acc = None if y is None else float(np.mean(np.argmax(float_outputs[:n], 1) == y))
+        float_acc = top1_accuracy(float_outputs[:n], y)
         below = (kernel_threshold is not None and kern["decisive_agreement"] is not None
                  and kern["decisive_agreement"] < kernel_threshold)
         records.append({**base, "status": "ok", "reason": None, "agreement": par.agreement,

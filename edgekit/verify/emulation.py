@@ -24,13 +24,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.core.machine import EMULATED_CPUS, EmulatedCpu
+from edgekit.core.variants import Format, file_format
 from edgekit.errors import ConfigError, EdgekitError, ModelError
 
 KINDS = ("fast", "reference")  # fast: ORT "all" / XNNPACK on; reference: ORT "disable" / builtin kernels
@@ -118,8 +118,7 @@ def run_emulated(cpu: str, files: list[Path], x: np.ndarray, timeout_s: float | 
     if not kinds or set(kinds) - set(KINDS):
         raise ConfigError(f"kinds must be a non-empty subset of {KINDS}, got {kinds}")
     for f in files:
-        if f.suffix not in (".onnx", ".tflite"):
-            raise ConfigError(f"{f}: emulated parity runs .onnx and .tflite files, not '{f.suffix}'")
+        file_format(f, "emulated parity")
         if not f.is_file():
             raise ConfigError(f"{f}: no such file to run under {cpu}")
     with tempfile.TemporaryDirectory(prefix="edgekit-emu-") as tmp:
@@ -233,7 +232,7 @@ def _last_line(stderr: str) -> str:
 # --- the child side: runs under qemu, imports numpy and one runtime only ---------------------
 
 def _open(path: Path, kind: str):
-    if path.suffix == ".onnx":
+    if file_format(path, "emulated parity") is Format.ONNX:
         from edgekit.runtimes.onnxrt import ORTSession
         return ORTSession(path, threads=1, graph_optimization="all" if kind == "fast" else "disable")
     from edgekit.runtimes.litert import LiteRTSession

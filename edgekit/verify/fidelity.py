@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.core.variants import Format, file_format
 from edgekit.verify.agreement import compare
 from edgekit.runtimes import RUNTIMES
 
@@ -91,7 +92,7 @@ def output_step(path: str | Path) -> float | None:
     the TFLite int8 output's scale, or the scale of the DequantizeLinear that makes an ONNX
     graph's output. None when the output is not quantized."""
     path = Path(path)
-    if path.suffix == ".tflite":
+    if file_format(path, "the output step") is Format.TFLITE:
         from edgekit.runtimes import open_file
 
         quant = open_file(path, threads=1, xnnpack=False).output_quant

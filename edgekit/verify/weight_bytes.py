@@ -19,17 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import ConfigError, ModelError
+from edgekit.core.variants import Format, file_format
+from edgekit.errors import ModelError
 
 
 def weight_bytes(path: str | Path) -> int:
     """Bytes of the constant tensors stored in a .tflite or .onnx file."""
     path = Path(path)
-    if path.suffix == ".tflite":
-        return tflite_weight_bytes(path)
-    if path.suffix == ".onnx":
-        return onnx_weight_bytes(path)
-    raise ConfigError(f"{path}: weight bytes are counted for .tflite and .onnx files, not '{path.suffix}'")
+    fmt = file_format(path, "the weight-byte count")
+    return tflite_weight_bytes(path) if fmt is Format.TFLITE else onnx_weight_bytes(path)
 
 
 def tflite_weight_bytes(path: Path) -> int:

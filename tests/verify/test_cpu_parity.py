@@ -10,7 +10,7 @@ import pytest
 
 from edgekit.verify import emulation
 from edgekit.core.config import Thresholds
-from edgekit.verify.cpu_parity import emulated_checks, emulated_parity
+from edgekit.verify.cpu_parity import ParitySample, emulated_checks, emulated_parity
 from edgekit.verify.parity import check_thresholds, describe_failures
 from verify.test_emulation import SW, SX, SY, _qdq_matmul
 
@@ -40,8 +40,8 @@ def test_saturating_u8s8_file_fails_on_emulated_avx2_and_u8u8_passes(tmp_path):
     u8s8 = _qdq_matmul(tmp_path / "u8s8.onnx", "u8s8", W)
     u8u8 = _qdq_matmul(tmp_path / "u8u8.onnx", "u8u8", W)
     cpus = ("native", "x86-avx2", "x86-sse4")
-    bad = emulated_parity(u8s8, X, EXACT, EXACT, LABELS, cpus, TH.min_kernel_agreement, "u8s8")
-    good = emulated_parity(u8u8, X, EXACT, EXACT, LABELS, cpus, TH.min_kernel_agreement, "u8u8")
+    bad = emulated_parity(u8s8, ParitySample(X, EXACT, EXACT, LABELS), cpus, TH.min_kernel_agreement, "u8s8")
+    good = emulated_parity(u8u8, ParitySample(X, EXACT, EXACT, LABELS), cpus, TH.min_kernel_agreement, "u8u8")
     assert [r["cpu"] for r in bad] == ["x86-avx2", "x86-sse4"]  # native is judged by export itself
     avx2 = bad[0]
     # every image flips on the saturating kernel: agreement 0, accuracy 0 -> a 100-point drop
@@ -71,7 +71,7 @@ def test_a_cpu_that_cannot_be_emulated_is_not_measured_never_passed(tmp_path, mo
     monkeypatch.setenv("PATH", str(tmp_path))  # no qemu on PATH
     assert shutil.which("qemu-x86_64") is None
     u8u8 = _qdq_matmul(tmp_path / "u8u8.onnx", "u8u8", W)
-    recs = emulated_parity(u8u8, X, EXACT, EXACT, LABELS, ("x86-avx2",), 0.999)
+    recs = emulated_parity(u8u8, ParitySample(X, EXACT, EXACT, LABELS), ("x86-avx2",), 0.999)
     assert recs[0]["status"] == "skipped" and "qemu" in recs[0]["reason"]
     rows = emulated_checks(TH, recs)
     assert {r["name"] for r in rows} == {"min_agreement@x86-avx2", "max_accuracy_drop@x86-avx2",
@@ -86,7 +86,7 @@ def test_a_broken_emulation_fails_its_rows_and_keeps_the_other_cpus(tmp_path):
     good = _qdq_matmul(tmp_path / "good.onnx", "u8u8", W)
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(good.read_bytes()[:40])
-    recs = emulated_parity(broken, X, EXACT, EXACT, LABELS, ("x86-avx2",), 0.999)
+    recs = emulated_parity(broken, ParitySample(X, EXACT, EXACT, LABELS), ("x86-avx2",), 0.999)
     assert recs[0]["status"] == "error" and recs[0]["reason"]
     rows = emulated_checks(TH, recs)
     assert rows and all(r["passed"] is False and r["note"].startswith("emulation failed") for r in rows)

@@ -181,7 +181,7 @@ def test_files_are_checked_before_qemu_starts(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         emulation.run_emulated("x86-sse4", [tmp_path / "gone.onnx"], np.zeros((1, K), np.float32))
     (tmp_path / "m.keras").write_bytes(b"")
-    with pytest.raises(ConfigError, match="runs .onnx and .tflite files"):
+    with pytest.raises(ConfigError, match="reads .onnx and .tflite files"):
         emulation.run_emulated("x86-sse4", [tmp_path / "m.keras"], np.zeros((1, K), np.float32))
     with pytest.raises(ConfigError, match="kinds must be"):
         emulation.run_emulated("x86-sse4", [], np.zeros((1, K), np.float32), kinds=("fused",))
