@@ -24,8 +24,10 @@ Errors print one line on stderr; `--debug` adds the traceback, with the library 
 Every subcommand's help ends with its examples and this table:
 
 {EXIT_CODES}"""
-# Old spellings still accepted for a release: (subcommand, old option) -> the option it now is.
-# Each prints one notice line on stderr; they are hidden from --help so new users see one word.
+# Old spellings accepted until REMOVED_IN: (subcommand, old option) -> the option it now is.
+# Each prints one notice line on stderr naming that version; they are hidden from --help so new
+# users see one word.
+REMOVED_IN = "0.3"
 DEPRECATED = {("train", "--model"): "--network", ("run", "--model"): "--network",
               ("export", "--models"): "--network", ("bench", "--batch"): "--batch-sizes"}
 
@@ -170,7 +172,8 @@ class _DeprecatedAlias(argparse.Action):
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        print(f"edgekit: {option_string} {self.word} is deprecated; use {self.new} {self.word}", file=sys.stderr)
+        print(f"edgekit: {option_string} {self.word} is deprecated and goes away in edgekit {REMOVED_IN}; "
+              f"use {self.new} {self.word}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 

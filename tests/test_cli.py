@@ -227,7 +227,8 @@ def test_old_spellings_still_work_with_one_line_notice(capsys, old, new, dest, v
     assert getattr(parser.parse_args(old), dest) == value
     old_opt, new_opt = old[-2], new[-2]
     word = "N" if dest == "batch_sizes" else "NAME"
-    assert capsys.readouterr().err == f"edgekit: {old_opt} {word} is deprecated; use {new_opt} {word}\n"
+    assert capsys.readouterr().err == (f"edgekit: {old_opt} {word} is deprecated and goes away in edgekit 0.3; "
+                                       f"use {new_opt} {word}\n")
 
 
 def test_export_model_given_a_network_name_points_to_network(tmp_path, capsys, monkeypatch):

@@ -23,7 +23,7 @@ SOURCE, QAT = keras_variant(Role.SOURCE), keras_variant(Role.QAT)   # the two Ke
 
 QUICK_SAMPLES = 1000        # --quick: accuracy on the first 1000 test images
 # A runtime's first option set (its default: litert xnnpack=on) is judged on the whole test set;
-# the others (xnnpack=off, whose kernels are 4x slower) on the first 2000 images, which keeps the
+# the others (xnnpack=off, the slower reference kernels) on the first 2000 images, which keeps the
 # full bench in budget. Each record's `samples` says which.
 SECONDARY_SAMPLES = 2000
 PREDICT_BATCH = 256         # batch of the accuracy runs

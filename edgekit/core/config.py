@@ -33,7 +33,7 @@ class TrainConfig:
     dataset: str = "fashion-mnist"     # source name or path (IDX folder / .npz)
     data_dir: str | None = None        # overrides where a named source looks for its files
     epochs: int | None = None          # None: the network's own default (see models.NETWORKS)
-    batch_size: int = 128              # 128 keeps both CPU cores busy; 32 (the reference) is 2-3x slower per epoch
+    batch_size: int = 128              # large enough to keep every CPU core busy per step (bench/bench_train.py measures it)
     seed: int = 0
     learning_rate: float | None = None  # None: the network's own default peak rate
     warmup_epochs: float = 0.5         # linear warm-up, then cosine decay to zero
@@ -42,7 +42,7 @@ class TrainConfig:
     limit: int | None = None           # train on the first N training images (quick runs, tests)
     num_classes: int | None = None     # None: max label + 1 (a class that never occurs is an error)
     mixed_precision: bool = False      # GPU only: float16 compute, float32 weights saved
-    xla: bool = False                  # jit_compile; 2.8x slower on this CPU, may help on GPU
+    xla: bool = False                  # jit_compile; off: it slowed CPU training in bench/bench_train.py, may help on GPU
     device: str = "auto"               # auto | cpu | gpu
 
     def __post_init__(self) -> None:
