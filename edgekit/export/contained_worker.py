@@ -23,8 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run export_model(trust_model=True) for the job file; the outcome goes to result.json beside it."""
     from edgekit.export.stage import export_model
 
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m edgekit.export.contained_worker JOB.json", file=sys.stderr)
+        return 2
     contained._in_worker = True   # export_model then runs here instead of spawning another worker
-    job_path = Path((argv or sys.argv[1:])[0])
+    job_path = Path(args[0])
     job = json.loads(job_path.read_text())
     result_path = job_path.parent / contained.RESULT
     try:
