@@ -101,10 +101,28 @@ def nhwc_reshape_as_transpose(model) -> int:
     return done
 
 
+def _short_name(k: int) -> str:
+    """0 -> "a", 25 -> "z", 26 -> "aa": lowercase letters only (bijective base 26)."""
+    name = ""
+    k += 1
+    while k:
+        k, r = divmod(k - 1, 26)
+        name = chr(ord("a") + r) + name
+    return name
+
+
 def compact(model, output_names: list[str] | None = None):
     """Short tensor and node names, no doc strings or stale value_info: tf2onnx's scope names
     cost more bytes than a small network's int8 weights' savings can spare (size ratio target).
-    Graph inputs keep their names; outputs take `output_names` when given."""
+    Graph inputs keep their names; outputs take `output_names` when given.
+
+    Names are given in order of first use by the nodes, and the initializers are stored in that
+    order, so the file does not depend on the order tf2onnx happened to list its constants in.
+    They are lowercase letters only ("a", "b", ... "aa"): ONNX Runtime's quantizer names the copy
+    of a shared initializer `name + str(k)` checking only initializer names (onnx_model.py
+    get_largest_initializer_name_suffix / qdq_quantizer._dup_initializer); with digit-suffixed
+    names ("t14" + "6" == "t146") that copy took an activation's name and ORT wired the
+    activation's consumers to a constant. A letters-only name plus digits is never another name."""
     g = model.graph
     keep = {i.name for i in g.input}
     rename: dict[str, str] = {}
@@ -119,11 +137,19 @@ def compact(model, output_names: list[str] | None = None):
         if not name or name in keep:
             return name
         while name not in rename:
-            candidate, counter = f"t{counter}", counter + 1
-            if candidate not in keep:
+            candidate, counter = _short_name(counter), counter + 1
+            if candidate not in keep and candidate not in rename.values():
                 rename[name] = candidate
         return rename[name]
 
+    first_use: dict[str, int] = {}
+    for k, node in enumerate(g.node):
+        for n in [*node.input, *node.output]:
+            first_use.setdefault(n, k)
+            short(n)
+    inits = sorted(g.initializer, key=lambda i: first_use.get(i.name, len(g.node)))  # stable
+    del g.initializer[:]
+    g.initializer.extend(inits)
     for init in g.initializer:
         init.name = short(init.name)
         init.doc_string = ""
@@ -148,10 +174,13 @@ def keras_to_onnx(model, opset: int, input_name: str):
     import tensorflow as tf
     import tf2onnx
 
+    from edgekit.convert.onnx_determinism import deterministic_tf2onnx
+
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its INFO lines would flood the CLI
     spec = (tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=input_name),)
     try:
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+        with deterministic_tf2onnx():  # the same file from every process (edgekit.convert.onnx_determinism)
+            proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     except Exception as e:  # tf2onnx raises bare Exception/ValueError for unsupported ops
         raise ExportError(f"tf2onnx cannot convert model '{model.name}' ({one_line(e, 200)}); use layers with ONNX equivalents") from e
     nhwc_reshape_as_transpose(proto)
@@ -275,6 +304,9 @@ def ptq_onnx_int8(float_onnx: Path, representative: np.ndarray, path: Path, inpu
         # ORT's own preparation: shape inference and basic fusions (MatMul+Add -> Gemm -> QGemm)
         prepared = str(Path(tmp) / "prepared.onnx")
         quant_pre_process(str(float_onnx), prepared, skip_symbolic_shape=True)  # no sympy needed
+        # ORT's pre-processing may add or rename tensors: give every tensor a collision-proof
+        # name again (see compact) right before quantize_static names its copies
+        onnx.save(compact(onnx.load(prepared)), prepared)
         _quantize_static(prepared, path, representative, input_name, per_channel, reduce_range)
     proto = onnx.load(str(path))
     done = encode_weights(proto, encoding)

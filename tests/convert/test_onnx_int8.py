@@ -298,3 +298,73 @@ def test_u8u8_is_the_u8s8_file_bit_for_bit_and_fuses_the_same_with_depthwise(syn
     kinds = [layer["kernel"] for layer in u8["saturation"]["layers"]]
     assert kinds.count("depthwise") == 2 and kinds.count("gemm") == 3
     assert u8["saturation"]["pairs"] == s8["saturation"]["pairs"] > 0
+
+
+# ---------------------------------------------------------------- the stock mobile blocks
+
+def test_int8_ptq_of_the_mobile_blocks_loads_and_no_constant_takes_an_activations_name(tmp_path):
+    """ORT's quantize_static copies an initializer shared by several Convs (tf2onnx merges the
+    all-zero folded BatchNorm biases of an untrained model) as `name + str(k)`, checking only
+    initializer names: with compact()'s old digit names ("t14" + "6" == "t146") the copy took an
+    activation's name and ORT wired that activation's consumers to a constant, so MobileNetV2's
+    int8 file did not load. Names are letters now; the file loads and follows the float model."""
+    import onnx
+    import onnxruntime as ort
+
+    from conftest import build_tiny_mobile, mobile_calibration
+    from edgekit.convert.converters import ConversionInputs, make_onnx_fp32, make_onnx_int8_ptq
+
+    model, x = build_tiny_mobile(), mobile_calibration()
+    inputs = ConversionInputs(float_model=model, qat_model=None, representative=x)
+    make_onnx_fp32.convert(inputs, tmp_path / "fp32.onnx")
+    make_onnx_int8_ptq.convert(inputs, tmp_path / "int8.onnx")
+    for name in ("fp32.onnx", "int8.onnx"):
+        g = onnx.load(str(tmp_path / name)).graph
+        produced = {o for n in g.node for o in n.output}
+        assert not produced & {i.name for i in g.initializer}, name
+    ref = model.predict(x, verbose=0)
+    got = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x})[0]
+    rc, gc = ref - ref.mean(1, keepdims=True), got - got.mean(1, keepdims=True)
+    cosine = (rc * gc).sum(1) / (np.linalg.norm(rc, axis=1) * np.linalg.norm(gc, axis=1))
+    assert got.shape == ref.shape and cosine.min() > 0.95
+
+
+_EXPORT_TWICE = """
+import hashlib, sys
+from pathlib import Path
+import numpy as np
+import edgekit
+import tf_keras
+from edgekit.convert.converters import ConversionInputs, make_onnx_fp32, make_onnx_int8_ptq
+model = tf_keras.models.load_model(sys.argv[1], compile=False)
+x = np.load(sys.argv[2])
+out = Path(sys.argv[3])
+inputs = ConversionInputs(float_model=model, qat_model=None, representative=x)
+make_onnx_fp32.convert(inputs, out / "fp32.onnx")
+make_onnx_int8_ptq.convert(inputs, out / "int8.onnx")
+print(" ".join(hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("fp32.onnx", "int8.onnx")))
+"""
+
+
+def test_onnx_exports_are_byte_identical_across_processes(tiny_mobile_file, tmp_path):
+    """tf2onnx's optimizers walk sets (object-address and hash-seed order): without
+    edgekit.convert.onnx_determinism the float file's initializers swapped names run to run. Two
+    processes, random hash seeds, the same model file and calibration set: the same bytes."""
+    import subprocess
+    import sys
+
+    from conftest import mobile_calibration
+
+    np.save(tmp_path / "x.npy", mobile_calibration())
+    (tmp_path / "export.py").write_text(_EXPORT_TWICE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    hashes = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        done = subprocess.run([sys.executable, str(tmp_path / "export.py"), str(tiny_mobile_file),
+                               str(tmp_path / "x.npy"), str(tmp_path / run)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        hashes.append(done.stdout.split()[-2:])
+    assert hashes[0] == hashes[1]
