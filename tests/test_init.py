@@ -30,3 +30,12 @@ def test_dir_lists_the_public_api_without_importing_it():
                "print(edgekit.check_run.__module__, edgekit.open_file.__module__, edgekit.load_profile('mcu').name)")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["True True False False False", "True", "edgekit.gate.check edgekit.runtimes mcu"]
+
+
+def test_edgekit_train_stays_callable_after_its_package_is_imported():
+    """`edgekit.train` is both the public function and the stage package; importing the package
+    rebinds the attribute to it, so the package itself calls the stage."""
+    r = run_py("import edgekit\nf = edgekit.train\nimport edgekit.train.stage as s\n"
+               "print(callable(f), callable(edgekit.train), s.train is f, edgekit.train.train is f)")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "True", "True"]
