@@ -24,7 +24,7 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] && [ ! -f "$FMNIST_DIR/trai
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
 # qemu-user runs the int8 parity under emulated CPUs (AVX2 without VNNI, SSE4, ARM64): see
-# edgekit/emulation.py. Without it those checks are skipped with their reason, never passed.
+# edgekit/verify/emulation.py. Without it those checks are skipped with their reason, never passed.
 if ! command -v qemu-x86_64 >/dev/null 2>&1; then
   echo "setup: installing Debian's qemu-user (emulated-CPU parity)" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

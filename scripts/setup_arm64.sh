@@ -3,7 +3,7 @@
 # Debian's own arm64 Python 3.11 and the C libraries it loads, unpacked with `dpkg -x` (nothing
 # is installed on this machine), plus the aarch64 wheels of onnxruntime, numpy and ai-edge-litert
 # at the versions this venv runs, so the emulated child computes with the same releases as the
-# native one. Run under `qemu-aarch64 -L SYSROOT` (see edgekit/emulation.py).
+# native one. Run under `qemu-aarch64 -L SYSROOT` (see edgekit/verify/emulation.py).
 #
 #   bash scripts/setup_arm64.sh   # first time: 25 s here with no pip cache (~240 MB unpacked); then 0.3 s
 #
