@@ -124,8 +124,9 @@ def figures() -> dict:
     for mod in graph:
         per_package[package_of(mod)] = per_package.get(package_of(mod), 0) + 1
     return {"modules": len(graph), "modules_per_package": per_package,
-            "package_pairs": sum(len(v) for v in pkgs.values()), "depth": depth(pkgs),
-            "module_pairs": sum(len(v) for v in graph.values()), "upward": upward_edges(graph), "graph": pkgs}
+            "package_pairs": sum(len(v) for v in pkgs.values()),
+            "package_pairs_besides_errors": sum(len(v - {"errors"}) for v in pkgs.values()), "depth": depth(pkgs),
+            "module_pairs": sum(len(v) for v in graph.values()), "module_depth": depth(graph), "upward": upward_edges(graph), "graph": pkgs}
 
 
 def main() -> None:
@@ -136,8 +137,9 @@ def main() -> None:
             if pkg in f["modules_per_package"]:
                 deps = sorted(f["graph"].get(pkg, ()), key=lambda p: (RANK.get(p, 99), p))
                 print(f"| {i} | `{pkg}` | {f['modules_per_package'][pkg]} | {', '.join(deps) or '-'} |")
-    print(f"\n{f['modules']} modules; {f['module_pairs']} module pairs with an import; "
-          f"{f['package_pairs']} package pairs; package depth {f['depth']}; "
+    print(f"\n{f['modules']} modules; {f['module_pairs']} module pairs with an import on {f['module_depth']} levels; "
+          f"{f['package_pairs']} package pairs ({f['package_pairs_besides_errors']} besides imports of errors); "
+          f"package depth {f['depth']}; "
           f"upward arrows: {len(f['upward'])}")
     for line in f["upward"]:
         print("  UP:", line)

@@ -110,11 +110,11 @@ def test_the_layering_rule_sees_an_upward_import():
 
 
 def test_package_figures_stay_within_the_layout_budget():
-    """ARCHITECTURE.md's figures, recounted: no circle, and at most 50 package pairs with an import
-    (45 when the layout landed; the issue's aim was 40, see ARCHITECTURE.md)."""
+    """ARCHITECTURE.md's figures, recounted: no circle, and at most 40 package pairs with an import
+    besides imports of `errors`, the leaf every package may use (33 when the layout landed)."""
     f = package_graph.figures()
     assert f["depth"] > 0, "the packages form a circle"
-    assert f["package_pairs"] <= 50, f["graph"]
+    assert f["package_pairs_besides_errors"] <= 40, f["graph"]
 
 
 def test_every_package_says_what_lives_there():
