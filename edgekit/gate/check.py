@@ -28,8 +28,11 @@ from edgekit.errors import ConfigError, RunDirError
 from edgekit.core.timing import TimingSettings
 from edgekit.core.results import CheckRow, Gate, read_results, setting_label, write_gate
 from edgekit.runtimes import runtime_dists
-from edgekit.core.variants import float_export, is_int8_class
+from edgekit.core.records import VariantRecord
+from edgekit.core.variants import float_export
 from edgekit.gate.stats import judge_regression
+from edgekit.verify.judge import fmt_value as _fmt
+from edgekit.verify.judge import gate_row, judge_file
 
 # results.json settings that change what a latency figure means: --quick and the timing loop.
 TIMING_SETTINGS = ("quick", *(f.name for f in dataclasses.fields(TimingSettings)))
@@ -132,69 +135,35 @@ def _read_baseline(path: Path) -> dict:
 def _variant_rows(run_dir: Path, model: str, mrec: dict,
                   prof: Profile) -> tuple[list[CheckRow], dict[tuple[str, str], Thresholds]]:
     """Re-judge every variant the profile asks for by ITS thresholds (not the verdict export
-    recorded, which used the export's profile), from the recorded parity figures and file sizes."""
-    from edgekit.verify.parity import check_thresholds
-
+    recorded, which used the export's profile), from the recorded parity figures and file sizes,
+    with the judgement export made them with (edgekit.verify.judge.judge_file)."""
     variants = mrec.get("variants", {})
     wanted = prof.variants or tuple(variants)
     rows: list[CheckRow] = []
     judged: dict[tuple[str, str], Thresholds] = {}
     for name in wanted:
-        v = variants.get(name)
-        if v is None:
+        if name not in variants:
             rows.append(CheckRow(model=model, variant=name, check="exported", value="missing", limit="present",
                                  passed=False,
                                  note=f"profile '{prof.name}' asks for it; run `edgekit export --run "
                                       f"{run_dir} --profile {prof.name}`"))
             continue
-        if not (v.get("file") and v.get("parity")):  # conversion failed or skipped: nothing to judge
-            error = (v.get("error") or "no error recorded").splitlines()[0][:200]
-            rows.append(CheckRow(model=model, variant=name, check="export", value=v.get("status", "?"), limit="ok",
+        v = VariantRecord.from_json(variants[name])
+        if not v.measured:  # conversion failed or skipped: nothing to judge
+            error = (v.error or "no error recorded").splitlines()[0][:200]
+            rows.append(CheckRow(model=model, variant=name, check="export", value=v.status, limit="ok",
                                  passed=False, note=error))
             continue
         # a file export marked failed for missing the export profile's thresholds is judged again here
-        th = prof.thresholds_for(name, v.get("variant_class", ""))
+        th = prof.thresholds_for(name, v.variant_class or "")
         judged[(model, name)] = th
-        state, ok, why = _file_state(run_dir, v["file"])
+        state, ok, why = _file_state(run_dir, v.file)
         rows.append(CheckRow(model=model, variant=name, check="file", value=state, limit="intact", passed=ok, note=why))
-        ref_variant = float_export(str(v.get("format")))
+        ref_variant = float_export(str(v.format))
         ref_name = ref_variant.name if ref_variant else "float32"
-        ref = variants.get(ref_name) or {}
-        ref_file = ref.get("file") or {}
-        for c in check_thresholds(th, v["parity"], v["file"].get("size_bytes"), ref_file.get("size_bytes"),
-                                  weight_bytes=v["file"].get("weight_bytes"),
-                                  fp32_weight_bytes=ref_file.get("weight_bytes"),
-                                  kernel_fidelity=v.get("kernel_fidelity"),
-                                  emulated_parity=v.get("emulated_parity")):
-            rows.append(_threshold_row(model, name, c, ref_name))
-        if is_int8_class(v.get("variant_class")):
-            audit = v.get("audit") or {}
-            rows.append(CheckRow(model=model, variant=name, check="int8_audit",
-                                 value="passed" if audit.get("passed") else ("missing" if not audit else "failed"),
-                                 limit="passed", passed=bool(audit.get("passed")),
-                                 note="" if audit.get("passed") else (audit.get("reason") or (
-                                     "the int8 audit did not pass" if audit else "no audit recorded"))))
+        ref_file = VariantRecord.from_json(variants[ref_name]).file if ref_name in variants else None
+        rows += [gate_row(model, name, c, ref_name) for c in judge_file(th, v, ref_file)]
     return rows, judged
-
-
-UNITS = {"max_accuracy_drop": " points", "max_size_bytes": " bytes"}
-
-
-def _threshold_row(model: str, variant: str, c: dict, ref_name: str) -> CheckRow:
-    """A parity.check_thresholds row, with by how much it missed (or why it was not measured)."""
-    name, value, limit, passed = c["name"], c["value"], c["limit"], c["passed"]
-    if passed is None:
-        return CheckRow(model=model, variant=variant, check=name, value=None, limit=limit, passed=True,
-                        note=c.get("note", "not measured"), measured=False)
-    note = c.get("note", "")
-    if not passed and value is not None:
-        gap = (limit - value) if name.startswith("min_") else (value - limit)
-        note = f"{'short' if name.startswith('min_') else 'over'} by {_fmt(gap)}{UNITS.get(name, '')}"
-        if name == "max_size_ratio":
-            note += f" (vs {ref_name})"
-        if c.get("avoid"):
-            note += f"; avoid {c['avoid']}"
-    return CheckRow(model=model, variant=variant, check=name, value=value, limit=limit, passed=bool(passed), note=note)
 
 
 def _file_state(run_dir: Path, rec: dict) -> tuple[str, bool, str]:
@@ -311,12 +280,6 @@ def _unlike_records(rec: dict, old: dict, env: dict, base_env: dict) -> str:
 
 
 # ---------------------------------------------------------------- the printed table
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
 
 def _table(rows: list[CheckRow], prof: Profile, latency_note: str) -> str:
     """The rows that are not plainly ok (failed, noisy, not measured), one line per reason latencies
