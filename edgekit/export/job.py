@@ -14,6 +14,8 @@ import numpy as np
 from edgekit.core import rundir
 if TYPE_CHECKING:
     from edgekit.core.config import Profile
+    from edgekit.core.records import QatRecord
+    from edgekit.core.variants import Format, Reference
     from edgekit.convert.converters import ConversionInputs
     from edgekit.core.progress import Progress
 
@@ -33,6 +35,7 @@ class ModelJob:
     data_key: Any = None             # what identifies the data, hashed into every key
     data_record: dict = field(default_factory=dict)   # the export section's `data`: how the data was chosen
     parity_inputs: dict | None = None   # the model's `parity_inputs` record: where bench finds x_parity
+    model: Any = None                # the float Keras model when the caller has loaded it already
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,12 +48,12 @@ class ExportContext:
     profile: Profile
     progress: Progress
     inputs: ConversionInputs | None      # None when every variant is current (nothing is converted)
-    ref_outputs: dict[str, np.ndarray]   # reference ("float", "qat") -> its outputs on job.x_parity
+    ref_outputs: dict[Reference, np.ndarray]   # each reference Keras model's outputs on job.x_parity
     float_acc: float | None              # the float model's accuracy on job.x_parity (None without labels)
     # format -> the fp32 file's record (size_bytes, weight_bytes): filled by export_one as float
     # variants finish (they run first), read by the others for their size ratio
-    fp32_size: dict[str, dict]
-    qat_problem: tuple[str, str] | None  # (status, why) when there is no QAT model for the QAT variants
+    fp32_files: dict[Format, dict]
+    qat: QatRecord | None                # the QAT model's record (None: no variant needs one)
     have_calibration: bool               # a representative set exists for the calibrated variants
 
 

@@ -3,12 +3,14 @@ for the variants that need it, reused while its key is fresh; a failure is recor
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from edgekit.core import rundir
 from edgekit.core.config import Profile
+from edgekit.core.records import QatRecord, Status
 from edgekit.errors import ModelError, one_line
 from edgekit.export.job import ModelJob, accuracy
 from edgekit.export.variant import loud
@@ -24,7 +26,7 @@ NO_QAT_LABELS = "QAT needs labels; add y (integer labels) to the --calibration-d
 
 
 def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], Any], source: dict,
-                      profile: Profile, reusable: dict | None, progress: Progress):
+                      profile: Profile, reusable: dict | None, progress: Progress) -> tuple[Any, QatRecord]:
     """The QAT model: `reusable` (the recorded one, None to force a new one) when still fresh (not
     loaded here: nothing may need it), else wrapped, fine-tuned and saved as qat.h5. Returns
     (model or None, record); a failure is recorded, not raised."""
@@ -36,16 +38,16 @@ def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], An
     key = rundir.stage_key("export-qat", {"epochs": profile.qat_epochs, "learning_rate": profile.qat_learning_rate,
                                           "batch_size": QAT_BATCH_SIZE, "seed": job.seed, "data": job.data_key},
                            [source["sha256"]])
-    base = {"status": "skipped", "error": None, "file": None, "files": [], "key": key, "accuracy": None,
-            "epochs": profile.qat_epochs, "learning_rate": profile.qat_learning_rate, "seconds": 0.0}
+    base = QatRecord(status=Status.SKIPPED, error=None, key=key, epochs=profile.qat_epochs,
+                     learning_rate=profile.qat_learning_rate)
     if job.x_fit is None or job.y_fit is None:
-        base["error"] = NO_QAT_DATA if job.x_fit is None else NO_QAT_LABELS
-        progress.update(f"QAT skipped: {base['error']}", model=job.name)
+        base = dataclasses.replace(base, error=NO_QAT_DATA if job.x_fit is None else NO_QAT_LABELS)
+        progress.update(f"QAT skipped: {base.error}", model=job.name)
         return None, base
     path = run_dir / "export" / job.name / QAT_FILE
     if rundir.is_fresh(run_dir, reusable, key):
         progress.update(f"QAT model is current ({reusable['file']['path']}); reused", model=job.name)
-        return None, reusable
+        return None, QatRecord.from_json(reusable)
 
     model = float_model()
     t0 = time.monotonic()
@@ -63,15 +65,15 @@ def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], An
         return None, _qat_failed(base, path, one_line(e, limit=500), t0, job, progress)
     file_rec = rundir.file_record(run_dir, path)
     acc = accuracy(predict_keras(qat_model, job.x_parity), job.y_parity)
-    rec = dict(base, status="ok", file=file_rec, files=[file_rec], accuracy=acc, fit=fit,
-               seconds=round(time.monotonic() - t0, 3))
-    progress.update(f"QAT done in {rec['seconds']:.0f}s" + ("" if acc is None else f", accuracy={acc:.4f}"),
+    rec = dataclasses.replace(base, status=Status.OK, file=file_rec, files=(file_rec,), accuracy=acc, fit=fit,
+                              seconds=round(time.monotonic() - t0, 3))
+    progress.update(f"QAT done in {rec.seconds:.0f}s" + ("" if acc is None else f", accuracy={acc:.4f}"),
                     model=job.name)
     return qat_model, rec
 
 
-def _qat_failed(base: dict, path: Path, error: str, t0: float, job: ModelJob, progress: Progress) -> dict:
+def _qat_failed(base: QatRecord, path: Path, error: str, t0: float, job: ModelJob, progress: Progress) -> QatRecord:
     if path.is_file():
         path.unlink()
     loud(progress, job.name, "qat", error)
-    return dict(base, status="failed", error=error, seconds=round(time.monotonic() - t0, 3))
+    return dataclasses.replace(base, status=Status.FAILED, error=error, seconds=round(time.monotonic() - t0, 3))

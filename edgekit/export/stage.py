@@ -13,6 +13,7 @@ thresholds is marked failed but its file is kept, so it can be inspected.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from edgekit.export.job import ExportContext, ModelJob, accuracy, write_parity_i
 from edgekit.export.qat import NO_QAT_DATA, NO_QAT_LABELS, QAT_BATCH_SIZE, QAT_FILE, make_or_reuse_qat
 from edgekit.export.variant import NO_CALIBRATION, export_variant, variant_key
 from edgekit.core.progress import Progress
-from edgekit.core.variants import VariantClass
+from edgekit.core.records import QatRecord, Status, VariantRecord
+from edgekit.core.variants import Reference, Variant, VariantClass
 
 # Names that lived here before the split (edgekit.export.job, _qat, _variant) stay importable here.
 __all__ = ["ExportContext", "ModelJob", "NO_CALIBRATION", "NO_QAT_DATA", "NO_QAT_LABELS", "QAT_BATCH_SIZE",
@@ -47,7 +49,7 @@ def export_run(run_dir: str | Path, profile: Profile, models=None, force: bool =
     from edgekit.errors import UntrustedModelError
 
     run_dir = Path(run_dir)
-    variants = resolve_variants(profile)
+    resolve_variants(profile)  # a profile's mistake is reported before any data is loaded
     train = rundir.require_stage(run_dir, "train", f"run `edgekit train --out {run_dir}` first")
     trained = {n: r for n, r in train.get("models", {}).items() if r.get("status", "ok") == "ok"}
     names = tuple(models) if models else tuple(trained)
@@ -97,7 +99,7 @@ def export_run(run_dir: str | Path, profile: Profile, models=None, force: bool =
             data_record=data,  # no file: bench reads the same test set from the data set itself
             parity_inputs={"dataset": dataset_name, "samples": int(n_par), "data_sha256": sha,
                            "description": f"{ds.name} test set"})
-        export_one(run_dir, job, profile, variants, force=force, progress=progress)
+        export_one(run_dir, job, profile, force=force, progress=progress)
     manifest = rundir.load_manifest(run_dir)
     if own_stage:
         progress.done(_tally(manifest, names))
@@ -162,8 +164,8 @@ def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, 
     rundir.update_manifest(out_dir, put_scan)
     # the inputs parity runs on, stored before any variant is made: bench measures on the same images
     parity_inputs = write_parity_inputs(out_dir, name, job.x_parity, job.y_parity, described)
-    job = dataclasses.replace(job, parity_inputs=parity_inputs)
-    export_one(out_dir, job, profile, variants, force=force, progress=progress, model=model)
+    job = dataclasses.replace(job, parity_inputs=parity_inputs, model=model)
+    export_one(out_dir, job, profile, force=force, progress=progress)
     manifest = rundir.load_manifest(out_dir)
     if own_stage:
         progress.done(_tally(manifest, [name]))
@@ -224,94 +226,140 @@ def _single_input_shape(model, path: Path) -> tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------
 # One model
 
-def export_one(run_dir: Path, job: ModelJob, profile: Profile, variants: list,
-               force: bool = False, progress: Progress | None = None, model=None) -> dict:
-    """QAT (when needed), then every variant of one model; the manifest is updated after each.
+def export_one(run_dir: Path, job: ModelJob, profile: Profile, force: bool = False,
+               progress: Progress | None = None) -> dict:
+    """QAT (when needed), then every variant of one model; the manifest is updated after each,
+    parity.json once at the end (the manifest is what records progress).
 
     Work is planned from the keys first, so a re-run whose variants are all current loads no
     model and runs nothing (the pipeline's resume relies on that being quick)."""
-    from edgekit.convert.converters import ConversionInputs
-    from edgekit.verify.parity import predict_keras
-    from edgekit.convert.quantize import representative_set
     from edgekit.runtimes.keras_tf import load_keras_model
 
     progress = progress or Progress()
     run_dir = Path(run_dir)
-    out_dir = run_dir / "export" / job.name
+    variants = resolve_variants(profile)
     source = rundir.file_record(run_dir, job.model_path)
     old = rundir.model_record(rundir.load_manifest(run_dir), "export", job.name)
-
-    def float_model():
-        nonlocal model
-        if model is None:
-            progress.update("loading the float model", model=job.name)
-            model = load_keras_model(job.model_path)
-        return model
-
-    qat_model, qat_rec = None, None
+    float_model = FloatModel(job, progress)
+    qat_model, qat = None, None
     if any(v.needs_qat for v in variants):
-        qat_model, qat_rec = make_or_reuse_qat(run_dir, job, float_model, source, profile,
-                                               None if force else old.get("qat"), progress)
-    keys = {v.name: variant_key(v, profile, source, job, qat_rec) for v in variants}
-    fresh = {v.name for v in variants
-             if not force and rundir.is_fresh(run_dir, old.get("variants", {}).get(v.name), keys[v.name])}
-    todo = [v for v in variants if v.name not in fresh]
+        qat_model, qat = make_or_reuse_qat(run_dir, job, float_model, source, profile,
+                                           None if force else old.get("qat"), progress)
+    keys = {v.name: variant_key(v, profile, source, job, qat) for v in variants}
+    todo = [v for v in variants
+            if force or not rundir.is_fresh(run_dir, old.get("variants", {}).get(v.name), keys[v.name])]
+    if qat is not None and qat.ok and qat_model is None and any(v.needs_qat for v in todo):
+        qat_model = load_keras_model(rundir.resolve(run_dir, qat.file["path"]))  # the recorded one
 
-    ref_outputs: dict[str, np.ndarray] = {}
-    inputs = representative = None
+    ref_outputs: dict[Reference, np.ndarray] = {}
     if todo or old.get("source", {}).get("sha256") != source["sha256"]:
-        ref_outputs["float"] = predict_keras(float_model(), job.x_parity)
-        header = {"source": source, "input_shape": [int(d) for d in job.x_parity.shape[1:]],
-                  "num_classes": int(ref_outputs["float"].shape[-1]),
-                  "float_accuracy": accuracy(ref_outputs["float"], job.y_parity)}
+        ref_outputs = _reference_outputs(job, todo, float_model, qat_model)
+        header = _model_header(job, source, ref_outputs[Reference.FLOAT])
     else:  # everything current: the recorded header describes this very source and data
         header = {k: old[k] for k in ("source", "input_shape", "num_classes", "float_accuracy")}
-    if todo:
-        if qat_rec and qat_rec["status"] == "ok" and any(v.needs_qat for v in todo):
-            if qat_model is None:
-                qat_model = load_keras_model(rundir.resolve(run_dir, qat_rec["file"]["path"]))
-            ref_outputs["qat"] = predict_keras(qat_model, job.x_parity)
-        if job.x_fit is not None and any(v.needs_calibration for v in todo):
-            representative = representative_set(job.x_fit, profile.representative_samples, seed=job.seed)
-        inputs = ConversionInputs(float_model=float_model(), qat_model=qat_model, representative=representative,
-                                  opset=profile.onnx_opset, input_name="image",
-                                  onnx_int8_encoding=profile.onnx_int8_encoding)
+    inputs = _conversion_inputs(job, profile, todo, float_model, qat_model) if todo else None
+    rundir.update_manifest(run_dir, functools.partial(_put_header, job=job, profile=profile, header=header, qat=qat))
 
-    def put_header(m: dict) -> None:
-        sec = rundir.stage(m, "export")
-        sec["profile"] = profile_to_dict(profile)
-        sec["versions"] = rundir.versions(RUNTIME_DISTS)  # parity and kernel fidelity depend on the CPU and runtimes
-        sec["data"] = job.data_record
-        rec = sec.setdefault("models", {}).setdefault(job.name, {})
-        rec.update(header)
-        if job.parity_inputs is not None:
-            rec["parity_inputs"] = job.parity_inputs
-        if qat_rec is not None:
-            rec["qat"] = qat_rec
-        # variants this profile no longer asks for would be benched and gated as if current
-        rec["variants"] = {k: v for k, v in rec.get("variants", {}).items() if k in profile.variants}
-    rundir.update_manifest(run_dir, put_header)
-
-    qat_problem = None if not qat_rec or qat_rec["status"] == "ok" else (qat_rec["status"], qat_rec["error"])
-    ctx = ExportContext(run_dir=run_dir, out_dir=out_dir, job=job, profile=profile, progress=progress, inputs=inputs,
-                        ref_outputs=ref_outputs, float_acc=header["float_accuracy"], fp32_size={},
-                        qat_problem=qat_problem, have_calibration=representative is not None)
+    ctx = ExportContext(run_dir=run_dir, out_dir=run_dir / "export" / job.name, job=job, profile=profile,
+                        progress=progress, inputs=inputs, ref_outputs=ref_outputs,
+                        float_acc=header["float_accuracy"], fp32_files={}, qat=qat,
+                        have_calibration=inputs is not None and inputs.representative is not None)
+    todo_names = {v.name for v in todo}
     for i, variant in enumerate(variants):
-        key = keys[variant.name]
-        if variant.name in fresh:
-            rec = old["variants"][variant.name]
-            progress.update(f"{variant.name} is current ({rec['file']['path']}); reused", model=job.name)
+        if variant.name in todo_names:
+            progress.update(variant.name, model=job.name, fraction=i / len(variants))
+            rec = _export_and_record(ctx, variant, keys[variant.name])
         else:
-            progress.update(f"{variant.name}", model=job.name, fraction=i / len(variants))
-            rec = export_variant(ctx, variant, key)
-        if variant.variant_class is VariantClass.FLOAT and rec.get("status") == "ok":
-            ctx.fp32_size[variant.format] = rec["file"]
+            rec = _reuse(ctx, variant, old["variants"][variant.name])
+        if variant.variant_class is VariantClass.FLOAT and rec.status == Status.OK:
+            ctx.fp32_files[variant.format] = rec.file  # the size ratio of the later variants divides by it
+    manifest = rundir.load_manifest(run_dir)
+    write_parity_json(run_dir, manifest)
+    return rundir.model_record(manifest, "export", job.name)
 
-        def put_variant(m: dict, rec=rec, name=variant.name) -> None:
-            rundir.stage(m, "export")["models"][job.name].setdefault("variants", {})[name] = rec
-        manifest = rundir.update_manifest(run_dir, put_variant)
-        write_parity_json(run_dir, manifest)
-    return rundir.model_record(rundir.load_manifest(run_dir), "export", job.name)
+
+def _export_and_record(ctx: ExportContext, variant: Variant, key: str) -> VariantRecord:
+    """Make, measure and judge one variant, and record it at once: an interrupted export keeps it."""
+    rec = export_variant(ctx, variant, key)
+    rundir.update_manifest(ctx.run_dir, functools.partial(_put_variant, model=ctx.job.name, variant=variant.name,
+                                                          rec=rec))
+    return rec
+
+
+def _reuse(ctx: ExportContext, variant: Variant, recorded: dict) -> VariantRecord:
+    """A variant whose record is current: its file and verdict stand (nothing to write)."""
+    rec = VariantRecord.from_json(recorded)
+    ctx.progress.update(f"{variant.name} is current ({rec.file['path']}); reused", model=ctx.job.name)
+    return rec
+
+
+class FloatModel:
+    """The float Keras model, loaded on first use (or the one the caller loaded already): a re-run
+    whose variants are all current loads none."""
+
+    def __init__(self, job: ModelJob, progress: Progress):
+        self._job, self._progress, self._model = job, progress, job.model
+
+    def __call__(self) -> Any:
+        from edgekit.runtimes.keras_tf import load_keras_model
+
+        if self._model is None:
+            self._progress.update("loading the float model", model=self._job.name)
+            self._model = load_keras_model(self._job.model_path)
+        return self._model
+
+
+def _reference_outputs(job: ModelJob, todo: list, float_model: FloatModel, qat_model) -> dict[Reference, np.ndarray]:
+    """Each reference Keras model's outputs on the parity inputs, computed once for all variants:
+    the float model's always (the header and emulated CPUs use them), the QAT model's when there
+    is one and a variant to make is judged against it."""
+    from edgekit.verify.parity import predict_keras
+
+    outputs = {Reference.FLOAT: predict_keras(float_model(), job.x_parity)}
+    if qat_model is not None and any(v.reference is Reference.QAT for v in todo):
+        outputs[Reference.QAT] = predict_keras(qat_model, job.x_parity)
+    return outputs
+
+
+def _model_header(job: ModelJob, source: dict, float_outputs: np.ndarray) -> dict:
+    """The model's own record: its source file, shapes and the float model's accuracy."""
+    return {"source": source, "input_shape": [int(d) for d in job.x_parity.shape[1:]],
+            "num_classes": int(float_outputs.shape[-1]), "float_accuracy": accuracy(float_outputs, job.y_parity)}
+
+
+def _conversion_inputs(job: ModelJob, profile: Profile, todo: list, float_model: FloatModel, qat_model):
+    """What the converters of the variants to make read: the Keras models and, when one of them
+    needs calibration and there is data, the representative set."""
+    from edgekit.convert.converters import ConversionInputs
+    from edgekit.convert.quantize import representative_set
+
+    representative = None
+    if job.x_fit is not None and any(v.needs_calibration for v in todo):
+        representative = representative_set(job.x_fit, profile.representative_samples, seed=job.seed)
+    return ConversionInputs(float_model=float_model(), qat_model=qat_model, representative=representative,
+                            opset=profile.onnx_opset, input_name="image",
+                            onnx_int8_encoding=profile.onnx_int8_encoding)
+
+
+def _put_header(m: dict, *, job: ModelJob, profile: Profile, header: dict, qat: QatRecord | None) -> None:
+    """The export section's settings and the model's header, before any variant is made."""
+    sec = rundir.stage(m, "export")
+    sec["profile"] = profile_to_dict(profile)
+    sec["versions"] = rundir.versions(RUNTIME_DISTS)  # parity and kernel fidelity depend on the CPU and runtimes
+    sec["data"] = job.data_record
+    rec = sec.setdefault("models", {}).setdefault(job.name, {})
+    rec.update(header)
+    if job.parity_inputs is not None:
+        rec["parity_inputs"] = job.parity_inputs
+    if qat is not None:
+        rec["qat"] = qat.to_json()
+    # variants this profile no longer asks for would be benched and gated as if current
+    rec["variants"] = {k: v for k, v in rec.get("variants", {}).items() if k in profile.variants}
+
+
+def _put_variant(m: dict, *, model: str, variant: str, rec: VariantRecord) -> None:
+    """One finished variant, recorded as soon as it is done: an interrupted export keeps it."""
+    rundir.stage(m, "export")["models"][model].setdefault("variants", {})[variant] = rec.to_json()
 
 
 # ---------------------------------------------------------------------------------------------

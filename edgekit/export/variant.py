@@ -9,21 +9,24 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.runtimes import RUNTIME_DISTS
 
 from edgekit.core import rundir
 from edgekit.core.config import Profile
+from edgekit.core.progress import Progress
+from edgekit.core.records import QatRecord, Status, VariantRecord
+from edgekit.core.variants import Format, Reference, Variant, VariantClass
 from edgekit.errors import one_line
 from edgekit.export.job import ExportContext, ModelJob
-from edgekit.core.progress import Progress
-from edgekit.core.variants import Format, Variant, VariantClass
+from edgekit.verify.agreement import ParityResult
 
 NO_CALIBRATION = "needs calibration data; pass --calibration-data FILE.npz with x (model inputs)"
 
 
-def variant_key(variant, profile: Profile, source: dict, job: ModelJob, qat_rec: dict | None) -> str:
+def variant_key(variant: Variant, profile: Profile, source: dict, job: ModelJob, qat: QatRecord | None) -> str:
     """Same key = same file and same verdict: the variant, the settings that shape it, the
     thresholds that judge it, and the hashes of the source model, the data and the QAT model."""
     th = profile.thresholds_for(variant.name, variant.variant_class)
@@ -39,7 +42,7 @@ def variant_key(variant, profile: Profile, source: dict, job: ModelJob, qat_rec:
               "measured_on": _measured_on()}
     inputs = [source["sha256"]]
     if variant.needs_qat:
-        qat_file = (qat_rec or {}).get("file")
+        qat_file = qat.file if qat is not None else None
         inputs.append(qat_file["sha256"] if qat_file else "no-qat-model")
     return rundir.stage_key("export", config, inputs)
 
@@ -67,99 +70,150 @@ def _emulated_cpus(profile: Profile) -> dict[str, bool] | None:
     return {c: emulation.available(c)[0] for c in cpus} or None
 
 
-def _blank_record(variant, key: str, status: str, error: str | None, profile: Profile | None = None) -> dict:
-    rec = {"status": status, "error": error, "key": key, "format": variant.format,
-           "variant_class": variant.variant_class, "reference": variant.reference,
-           "description": variant.description, "file": None, "files": [], "inputs": [], "outputs": [],
-           "parity": None, "kernel_fidelity": None, "audit": None, "checks": [], "seconds": 0.0}
-    if profile is not None and _is_onnx_int8(variant):
-        rec["onnx_int8_encoding"] = profile.onnx_int8_encoding
-    return rec
+def _blank_record(variant: Variant, key: str, status: Status, error: str | None,
+                  profile: Profile | None = None) -> VariantRecord:
+    """The record of a variant with no file; with `profile`, the ONNX int8 encoding it was tried with."""
+    encoding = profile.onnx_int8_encoding if profile is not None and _is_onnx_int8(variant) else None
+    return VariantRecord.blank(status=status, error=error, key=key, format=variant.format,
+                               variant_class=variant.variant_class, reference=variant.reference,
+                               description=variant.description, onnx_int8_encoding=encoding)
 
 
-def export_variant(ctx: ExportContext, variant, key: str) -> dict:
+@dataclass(frozen=True)
+class Measured:
+    """What one made file gave before it is judged: its I/O, its parity against its reference
+    model and (int8 files) kernel fidelity, the int8 audit and parity on emulated CPUs."""
+    inputs: list[dict]
+    outputs: list[dict]
+    parity: ParityResult
+    weight_bytes: int
+    kernel_fidelity: dict | None = None
+    audit: dict | None = None
+    emulated_parity: tuple[dict, ...] = ()
+
+
+def export_variant(ctx: ExportContext, variant: Variant, key: str) -> VariantRecord:
     """Make one file atomically, validate it, judge it. Never raises for a variant's own failure."""
-    from edgekit.convert.converters import io_details
-    from edgekit.verify.cpu_parity import emulated_parity
-    from edgekit.verify.fidelity import fast_outputs, kernel_fidelity
-    from edgekit.verify.parity import accuracy_drop_points, check_thresholds, compare, describe_failures
-    from edgekit.verify.audit import audit_int8
-    from edgekit.verify.weight_bytes import weight_bytes
-
-    job, profile, progress, ref_outputs = ctx.job, ctx.profile, ctx.progress, ctx.ref_outputs
-    suffix = variant.suffix if variant.suffix.startswith(".") else f".{variant.suffix}"
-    final = ctx.out_dir / f"{variant.name}{suffix}"
-    if variant.needs_calibration and not ctx.have_calibration:
-        return _skip(ctx, final, variant, key, "skipped", NO_CALIBRATION)
-    if variant.needs_qat and ctx.qat_problem:
-        status, why = ctx.qat_problem
-        return _skip(ctx, final, variant, key, status, f"needs the QAT model: {why}")
-
-    th = profile.thresholds_for(variant.name, variant.variant_class)
-    encoding = profile.onnx_int8_encoding if _is_onnx_int8(variant) else None
+    final = ctx.out_dir / f"{variant.name}{variant.suffix}"
+    why_not = _cannot_make(ctx, variant)
+    if why_not is not None:
+        return _skip(ctx, final, variant, key, *why_not)
     t0 = time.monotonic()
     try:
-        with rundir.atomic_path(final) as tmp:
-            variant.make(ctx.inputs, tmp)
-            ins, outs = io_details(tmp)
-            outputs = fast_outputs(tmp, job.x_parity)  # the runtime's default path, as users run it
-            result = compare(ref_outputs[variant.reference], outputs, job.y_parity)
-            fidelity = audit = None
-            emulated: list[dict] = []
-            if _is_int8(variant):  # one more predict: the same file on the runtime's reference kernels
-                fidelity = kernel_fidelity(tmp, job.x_parity, th.min_kernel_agreement, fast=outputs,
-                                           encoding=encoding)
-                audit = audit_int8(tmp)
-                if any(c != "native" for c in profile.parity_cpus):
-                    progress.update(f"{variant.name}: parity on emulated CPUs "
-                                    f"{', '.join(c for c in profile.parity_cpus if c != 'native')}", model=job.name)
-                    emulated = emulated_parity(tmp, job.x_parity, ref_outputs[variant.reference], ref_outputs["float"],
-                                               job.y_parity, profile.parity_cpus, th.min_kernel_agreement, encoding)
-            weights = weight_bytes(tmp)
+        measured = _make_and_measure(ctx, variant, final)
     except Exception as e:  # a conversion library's own error types vary; record it, go on
         if final.is_file():  # a stale file of an earlier run must not outlive this failure
             final.unlink()
         error = one_line(e, limit=500, where=True)
-        loud(progress, job.name, variant.name, error)
-        rec = _blank_record(variant, key, "failed", error, profile)
-        rec["seconds"] = round(time.monotonic() - t0, 3)
-        return rec
-
-    file_rec = dict(rundir.file_record(ctx.run_dir, final), weight_bytes=int(weights))
-    parity = result.to_dict()
-    parity["float_accuracy"] = ctx.float_acc
-    parity["accuracy_drop_points"] = accuracy_drop_points(ctx.float_acc, result.accuracy)
-    fp32 = {} if variant.variant_class is VariantClass.FLOAT else ctx.fp32_size.get(variant.format) or {}
-    checks = check_thresholds(th, parity, file_rec["size_bytes"], fp32.get("size_bytes"),
-                              weight_bytes=file_rec["weight_bytes"], fp32_weight_bytes=fp32.get("weight_bytes"),
-                              kernel_fidelity=fidelity, emulated_parity=emulated)
-    if audit is not None:
-        checks.append({"name": "int8_audit", "limit": True, "value": bool(audit.get("passed")),
-                       "passed": bool(audit.get("passed")), "note": audit.get("reason")})
-    rec = _blank_record(variant, key, "ok", None, profile)
-    rec.update({"file": file_rec, "files": [file_rec], "inputs": ins, "outputs": outs, "parity": parity,
-                "kernel_fidelity": fidelity, "emulated_parity": emulated or None, "audit": audit, "checks": checks,
-                "seconds": round(time.monotonic() - t0, 3)})
-    failures = describe_failures(checks)
-    if failures:
-        rec["status"], rec["error"] = "failed", f"below the profile's thresholds: {failures}"
-        loud(progress, job.name, variant.name, rec["error"] + f" (file kept: {file_rec['path']})")
-    else:
-        unmeasured = [c["name"] for c in checks if c["passed"] is None]
-        acc = "" if result.accuracy is None else f" accuracy={result.accuracy:.4f}"
-        kernels = "" if fidelity is None else f" kernel_agreement={fidelity['agreement']:.4f}"
-        progress.update(f"{variant.name} ok: {file_rec['size_bytes'] / 1024:.1f} KiB (weights "
-                        f"{file_rec['weight_bytes'] / 1024:.1f} KiB) agreement="
-                        f"{result.agreement:.4f} max_abs_diff={result.max_abs_diff:.3g}{acc}{kernels}"
-                        + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else ""),
-                        model=job.name)
+        loud(ctx.progress, ctx.job.name, variant.name, error)
+        return dataclasses.replace(_blank_record(variant, key, Status.FAILED, error, ctx.profile),
+                                   seconds=round(time.monotonic() - t0, 3))
+    rec = _measured_record(ctx, variant, key, final, measured, seconds=round(time.monotonic() - t0, 3))
+    rec = _judged(ctx, variant, rec)
+    _report(ctx, variant, rec)
     return rec
 
 
-def _skip(ctx: ExportContext, final: Path, variant, key: str, status: str, why: str) -> dict:
+def _cannot_make(ctx: ExportContext, variant: Variant) -> tuple[Status, str] | None:
+    """(status, why) when what the variant is made from is missing: calibration data, the QAT model."""
+    if variant.needs_calibration and not ctx.have_calibration:
+        return Status.SKIPPED, NO_CALIBRATION
+    if variant.needs_qat and ctx.qat is not None and ctx.qat.problem:
+        return ctx.qat.status, ctx.qat.problem
+    return None
+
+
+def _make_and_measure(ctx: ExportContext, variant: Variant, final: Path) -> Measured:
+    """Convert into a temporary name, measure the file there; it is renamed to `final` only when
+    every measurement ran (a failure raises, and no file is left)."""
+    from edgekit.convert.converters import io_details
+    from edgekit.verify.audit import audit_int8
+    from edgekit.verify.fidelity import fast_outputs, kernel_fidelity
+    from edgekit.verify.parity import compare
+    from edgekit.verify.weight_bytes import weight_bytes
+
+    job, reference = ctx.job, ctx.ref_outputs[variant.reference]
+    th = ctx.profile.thresholds_for(variant.name, variant.variant_class)
+    encoding = ctx.profile.onnx_int8_encoding if _is_onnx_int8(variant) else None
+    with rundir.atomic_path(final) as tmp:
+        variant.make(ctx.inputs, tmp)
+        ins, outs = io_details(tmp)
+        outputs = fast_outputs(tmp, job.x_parity)  # the runtime's default path, as users run it
+        measured = Measured(inputs=ins, outputs=outs, parity=compare(reference, outputs, job.y_parity),
+                            weight_bytes=int(weight_bytes(tmp)))
+        if not _is_int8(variant):
+            return measured
+        # one more predict: the same file on the runtime's reference kernels
+        fidelity = kernel_fidelity(tmp, job.x_parity, th.min_kernel_agreement, fast=outputs, encoding=encoding)
+        return dataclasses.replace(measured, kernel_fidelity=fidelity, audit=audit_int8(tmp),
+                                   emulated_parity=_emulated(ctx, variant, tmp, th.min_kernel_agreement, encoding))
+
+
+def _emulated(ctx: ExportContext, variant: Variant, path: Path, min_kernel_agreement: float | None,
+              encoding: str | None) -> tuple[dict, ...]:
+    """Parity of an int8 file on the profile's emulated CPUs (none: nothing to run)."""
+    from edgekit.verify.cpu_parity import ParitySample, emulated_parity
+
+    cpus = [c for c in ctx.profile.parity_cpus if c != "native"]
+    if not cpus:
+        return ()
+    ctx.progress.update(f"{variant.name}: parity on emulated CPUs {', '.join(cpus)}", model=ctx.job.name)
+    sample = ParitySample(x=ctx.job.x_parity, reference=ctx.ref_outputs[variant.reference],
+                          float_outputs=ctx.ref_outputs[Reference.FLOAT], labels=ctx.job.y_parity)
+    return tuple(emulated_parity(path, sample, ctx.profile.parity_cpus, min_kernel_agreement, encoding))
+
+
+def _measured_record(ctx: ExportContext, variant: Variant, key: str, final: Path, m: Measured,
+                     seconds: float) -> VariantRecord:
+    """The record of a made file, not judged yet (status ok, no checks)."""
+    from edgekit.verify.parity import accuracy_drop_points
+
+    file_rec = dict(rundir.file_record(ctx.run_dir, final), weight_bytes=m.weight_bytes)
+    parity = m.parity.to_dict()
+    parity["float_accuracy"] = ctx.float_acc
+    parity["accuracy_drop_points"] = accuracy_drop_points(ctx.float_acc, m.parity.accuracy)
+    return dataclasses.replace(_blank_record(variant, key, Status.OK, None, ctx.profile),
+                               file=file_rec, files=(file_rec,), inputs=tuple(m.inputs), outputs=tuple(m.outputs),
+                               parity=parity, kernel_fidelity=m.kernel_fidelity, audit=m.audit,
+                               emulated_parity=m.emulated_parity or None, seconds=seconds)
+
+
+def _judged(ctx: ExportContext, variant: Variant, rec: VariantRecord) -> VariantRecord:
+    """The profile's verdict on a made file (edgekit.verify.judge, as the gate judges it): a file
+    below its thresholds is failed, loudly, and kept for inspection."""
+    from edgekit.verify.judge import describe_failures, judge_file
+
+    th = ctx.profile.thresholds_for(variant.name, variant.variant_class)
+    fp32 = None if variant.variant_class is VariantClass.FLOAT else ctx.fp32_files.get(variant.format)
+    checks = judge_file(th, rec, fp32)
+    failures = describe_failures(checks)
+    if not failures:
+        return dataclasses.replace(rec, checks=checks)
+    error = f"below the profile's thresholds: {failures}"
+    loud(ctx.progress, ctx.job.name, variant.name, error + f" (file kept: {rec.file['path']})")
+    return dataclasses.replace(rec, checks=checks, status=Status.FAILED, error=error)
+
+
+def _report(ctx: ExportContext, variant: Variant, rec: VariantRecord) -> None:
+    """One progress line for a file that passed: its size and the figures it was judged on."""
+    if rec.status != Status.OK:
+        return
+    unmeasured = [c.name for c in rec.checks if c.passed is None]
+    p, f = rec.parity, rec.file
+    acc = "" if p["accuracy"] is None else f" accuracy={p['accuracy']:.4f}"
+    kernels = "" if rec.kernel_fidelity is None else f" kernel_agreement={rec.kernel_fidelity['agreement']:.4f}"
+    diff = "nan" if p["max_abs_diff"] is None else f"{p['max_abs_diff']:.3g}"
+    ctx.progress.update(f"{variant.name} ok: {f['size_bytes'] / 1024:.1f} KiB (weights "
+                        f"{f['weight_bytes'] / 1024:.1f} KiB) agreement={p['agreement']:.4f} "
+                        f"max_abs_diff={diff}{acc}{kernels}"
+                        + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else ""),
+                        model=ctx.job.name)
+
+
+def _skip(ctx: ExportContext, final: Path, variant: Variant, key: str, status: Status, why: str) -> VariantRecord:
     if final.is_file():  # the manifest must not list, nor the folder hold, a file it no longer vouches for
         final.unlink()
-    if status == "failed":
+    if status == Status.FAILED:
         loud(ctx.progress, ctx.job.name, variant.name, why)
     else:
         ctx.progress.update(f"{variant.name} skipped: {why}", model=ctx.job.name)

@@ -205,6 +205,47 @@ def test_failed_variant_leaves_no_file_and_the_others_go_on(exported_run, tiny_p
                                                          "tflite-dynamic": "failed"}
 
 
+def test_parity_json_is_written_once_per_model(exported_run, tiny_profile, tmp_path, monkeypatch):
+    """The manifest records each variant as it finishes; parity.json, a summary for people and
+    tools, is written once when the model's variants are done, not after every variant."""
+    from edgekit.export.stage import export_run
+
+    run = copy_run(exported_run, tmp_path / "run")
+    written = []
+    real = rundir.atomic_write_json
+
+    def counting(path, data):
+        if Path(path).name == "parity.json":
+            written.append(data)
+        return real(path, data)
+    monkeypatch.setattr(rundir, "atomic_write_json", counting)
+    two = dataclasses.replace(tiny_profile, variants=("tflite-fp32", "onnx-fp32"))
+    export_run(run, two, models=("cnn",), force=True, progress=Progress(quiet=True))
+    assert len(written) == 1
+    assert {r["variant"] for r in written[0]["rows"]} == {"tflite-fp32", "onnx-fp32"}
+    export_run(run, two, models=("cnn",), progress=Progress(quiet=True))   # everything current: still once
+    assert len(written) == 2
+
+
+def test_int8_file_records_parity_on_emulated_cpus(exported_run, tiny_profile, tmp_path):
+    """An emulated CPU this machine cannot run (arm64 without its sysroot) is a record with its
+    reason and `<threshold>@<cpu>` rows that say "not measured": never a pass, never a crash."""
+    from edgekit.export.stage import export_run
+    from edgekit.verify import emulation
+
+    if emulation.available("arm64")[0]:
+        pytest.skip("arm64 emulation is installed here: this test wants a CPU that cannot run")
+    run = copy_run(exported_run, tmp_path / "run")
+    profile = dataclasses.replace(tiny_profile, variants=("tflite-fp32", "tflite-int8-ptq"),
+                                  parity_cpus=("native", "arm64"))
+    v = export_run(run, profile, models=("cnn",), force=True,
+                   progress=Progress(quiet=True))["models"]["cnn"]["variants"]["tflite-int8-ptq"]
+    assert [(r["cpu"], r["status"]) for r in v["emulated_parity"]] == [("arm64", "skipped")]
+    emulated = [c for c in v["checks"] if c["name"].endswith("@arm64")]
+    assert emulated and all(c["passed"] is None and "not measured" in c["note"] for c in emulated)
+    assert v["status"] == "ok", v["error"]
+
+
 def test_export_run_errors(tmp_path, trained_run, tiny_profile):
     from edgekit.export.stage import export_run
 

@@ -604,6 +604,33 @@ def test_real_export_with_a_swapped_file_fails_naming_it(exported_run, tmp_path,
     assert [f[:5] for f in failing] == [["FAIL", "cnn", "tflite-int8-qat", "-", "file"]]
 
 
+def test_int8_audit_failure_reads_the_same_in_export_and_in_the_gate(exported_run, tiny_profile, tmp_path,
+                                                                    monkeypatch):
+    """One judgement (edgekit.verify.judge): the failing audit export records is the row the gate
+    shows, with the same words, and export's error names it the same way."""
+    from conftest import copy_run
+
+    from edgekit.core.progress import Progress
+    from edgekit.export.stage import export_run
+    from edgekit.verify import audit
+
+    reason = "only 12.5% of MACs run in integer kernels (float ops: FULLY_CONNECTED)"
+    real = audit.audit_int8
+    monkeypatch.setattr(audit, "audit_int8", lambda path: dict(real(path), passed=False, reason=reason))
+    run = copy_run(exported_run, tmp_path / "run")
+    profile = dataclasses.replace(tiny_profile, variants=("tflite-fp32", "tflite-int8-ptq"))
+    sec = export_run(run, profile, models=("cnn",), force=True, progress=Progress(quiet=True))
+    v = sec["models"]["cnn"]["variants"]["tflite-int8-ptq"]
+    exported = {c["name"]: c for c in v["checks"]}["int8_audit"]
+    assert exported == {"name": "int8_audit", "limit": True, "value": False, "passed": False, "note": reason}
+    assert v["status"] == "failed" and v["error"] == f"below the profile's thresholds: int8_audit failed: {reason}"
+    assert (run / v["file"]["path"]).is_file()                      # below its thresholds: file kept
+
+    result = check_run(run)
+    bad = [(r.variant, r.check, r.value, r.note) for r in result.rows if not r.passed]
+    assert bad == [("tflite-int8-ptq", "int8_audit", "failed", exported["note"])]
+
+
 def test_check_result_is_frozen(good_run):
     result = check_run(good_run)
     with pytest.raises(dataclasses.FrozenInstanceError):
