@@ -123,10 +123,12 @@ def _representative_gen(x: np.ndarray):
     return gen
 
 
-def _require_calibration(inputs: ConversionInputs, variant: str) -> np.ndarray:
+def _require_calibration(inputs: ConversionInputs, variant: str, left_float: list[str] | None = None) -> np.ndarray:
     x = inputs.representative
     if x is None or len(x) == 0:
-        raise ConfigError(f"variant '{variant}' needs calibration images; pass a representative set "
+        why = (f" (its QAT model leaves {len(left_float)} layers float, e.g. '{left_float[0]}')"
+               if left_float else "")
+        raise ConfigError(f"variant '{variant}' needs calibration images{why}; pass a representative set "
                           f"(profile representative_samples > 0 or --calibration FILE)")
     want = tuple(int(d) for d in inputs.float_model.input_shape[1:])
     if tuple(x.shape[1:]) != want:
@@ -188,12 +190,24 @@ def make_tflite_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
 @register_converter(Format.TFLITE, VariantClass.INT8_QAT)
 @checked
 def make_tflite_int8_qat(inputs: ConversionInputs, path: Path) -> None:
+    """Full int8 from the QAT model. A fully quantized one carries every range in its quantizers:
+    no representative set. One with layers left float (edgekit.convert.quantize.qat_float_layers)
+    has tensors without a range; without calibration the converter leaves them float, float input
+    included (it ignores inference_input_type), so those ranges are calibrated on the
+    representative set and TFLITE_BUILTINS_INT8 makes a float op an error, not a silent hybrid."""
     import tensorflow as tf
 
-    qat = inputs.qat_model      # present: `checked` requires it for this row
+    from edgekit.convert.quantize import qat_float_layers
 
-    def configure(c):  # ranges come from the QAT quantizers: no representative set, and asking
-        c.optimizations = [tf.lite.Optimize.DEFAULT]  # for TFLITE_BUILTINS_INT8 would demand one
+    qat = inputs.qat_model      # present: `checked` requires it for this row
+    left_float = qat_float_layers(qat)
+    x = _require_calibration(inputs, Path(path).stem, left_float) if left_float else None
+
+    def configure(c):
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        if x is not None:
+            c.representative_dataset = _representative_gen(x)
+            c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         c.inference_input_type = tf.int8
         c.inference_output_type = tf.int8
     _tflite(qat, path, configure, "int8 QAT", inputs.input_name)

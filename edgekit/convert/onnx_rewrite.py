@@ -140,10 +140,12 @@ def requantize_weights(graph: _Graph, codes: dict[str, dict]) -> int:
 def _match_layer(node, codes: dict, shape: tuple, used: set[str]) -> str | None:
     """The QAT wrapper this node's weight came from: by name (tf2onnx keeps TF scope names),
     else the one unused wrapper with the same number of weights."""
-    parts = set(node.name.split("/")) | set(node.input[1].split("/"))
-    named = [w for w in codes if w in parts]
-    if len(named) == 1:
-        return named[0]
+    # a wrapper name is one or more whole "/" segments (MobileNetV3's "expanded_conv/squeeze_excite/Conv")
+    scopes = (f"/{node.name}/", f"/{node.input[1]}/")
+    named = [w for w in codes if any(f"/{w}/" in s for s in scopes)]
+    longest = [w for w in named if len(w) == max(map(len, named))]
+    if len(longest) == 1:  # "quant_a/b" over "quant_a" when both scopes match
+        return longest[0]
     size = int(np.prod(shape))
     same = [w for w in codes if w not in used and codes[w]["codes"].size == size]
     return same[0] if len(same) == 1 else None

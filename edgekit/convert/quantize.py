@@ -8,7 +8,7 @@ import weakref
 
 import numpy as np
 
-from edgekit.errors import ConfigError, ModelError, one_line
+from edgekit.errors import ConfigError, EdgekitError, ModelError, one_line
 
 # QAT model -> the float model it wraps (not an attribute: Keras would track it as a child).
 _FLOAT_SOURCE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -16,58 +16,214 @@ _FLOAT_SOURCE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 # ----------------------------------------------------------------------------- QAT
 
+# Activations tfmot's default 8-bit scheme can wrap: a Conv/Dense `activation` (its
+# QuantizeAwareActivation) and an Activation layer (Default8BitActivationQuantizeConfig); any
+# other one makes quantize_apply raise, so such a layer is left float like an unsupported one.
+_LAYER_ACTIVATIONS = frozenset({"linear", "relu", "swish", "gelu", "softmax", "sigmoid", "tanh"})
+_ACTIVATION_LAYER_ACTIVATIONS = _LAYER_ACTIVATIONS | {"relu6"}
+# Layers that only move data: never a reason to call a model partially quantized.
+_NO_COMPUTE = frozenset({"InputLayer", "QuantizeLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+                         "SpatialDropout3D", "ActivityRegularization"})
+
+
 def make_qat_model(float_model):
     """Wrap a float tf_keras model for quantization-aware training (tfmot default 8-bit scheme).
 
-    Raises ModelError naming the first layer tfmot cannot quantize; the float variants do not
-    need QAT and are still exported."""
-    import tensorflow_model_optimization as tfmot
-
-    for layer in float_model.layers:  # tfmot skips Lambda layers silently, leaving float ops inside
-        if type(layer).__name__ == "Lambda":
-            raise ModelError(_unsupported(layer.name, "Lambda"))
+    Every layer tfmot's default scheme can quantize is annotated; the rest (preprocessing such as
+    Rescaling/Normalization, raw TF ops (TFOpLambda) such as MobileNetV3's hard-swish, Multiply,
+    LayerNormalization, ...) stay float, as in tfmot's partial-quantization guide
+    (`qat_float_layers` lists them; the int8 converters calibrate their ranges). Raises
+    ModelError, one line naming the layer, where no QAT model can be made (a Lambda layer, a
+    nested model, a subclassed model, nothing quantizable); no other exception escapes. The float
+    variants do not need QAT and are still exported."""
     try:
-        qat = tfmot.quantization.keras.quantize_model(float_model)
-    except (RuntimeError, ValueError, TypeError) as e:
-        text = str(e)
-        m = re.search(r"Layer (\S+):<class '[\w.]*?(\w+)'>", text)
-        if m:
-            raise ModelError(_unsupported(m.group(1), m.group(2))) from e
-        bad = _first_unsupported(float_model)
-        if bad is not None:
-            raise ModelError(_unsupported(bad.name, type(bad).__name__)) from e
+        import tensorflow_model_optimization as tfmot
+        import tf_keras
+    except ImportError as e:  # pragma: no cover - an install problem, still one line
+        raise ModelError(f"QAT needs tensorflow-model-optimization and tf_keras ({one_line(e, 160)}); "
+                         f"install them or drop the *-int8-qat variants") from e
+
+    _check_structure(float_model, tf_keras)
+    registry = _registry()
+    chosen = _annotation_set(float_model, registry)
+    if not chosen:
+        raise ModelError(f"model '{float_model.name}' has no layer tensorflow-model-optimization can quantize "
+                         f"(Conv2D, DepthwiseConv2D, Dense, ...), so there is no QAT model; the float variants "
+                         f"are still exported; drop the *-int8-qat variants")
+    for _ in range(_MAX_RETRIES):
+        try:
+            qat = _apply(float_model, chosen, tfmot, tf_keras)
+            break
+        except Exception as e:  # tfmot/Keras raise RuntimeError, ValueError, TypeError, AttributeError...
+            name, cls = _named_layer(e)
+            if name in chosen and cls == "BatchNormalization":  # a BN no transform fused: leave it float
+                chosen.discard(name)
+                continue
+            if name is not None:
+                raise ModelError(_unsupported(name, cls)) from e
+            raise ModelError(f"tensorflow-model-optimization cannot wrap model '{float_model.name}' for QAT "
+                             f"({one_line(e, 160)}); the float variants are still exported, drop the "
+                             f"*-int8-qat variants") from e
+    else:
         raise ModelError(f"tensorflow-model-optimization cannot wrap model '{float_model.name}' for QAT "
-                         f"({one_line(e, 160)}); the float variants are still "
-                         f"exported, drop the *-int8-qat variants") from e
+                         f"(more than {_MAX_RETRIES} BatchNormalization layers not after a convolution); the "
+                         f"float variants are still exported, drop the *-int8-qat variants")
     _FLOAT_SOURCE[qat] = float_model  # lets finetune_qat start the activation ranges from it
     return qat
 
 
-def _unsupported(name: str, cls: str) -> str:
-    return (f"layer '{name}' ({cls}) cannot be quantized by tensorflow-model-optimization, so there is no QAT "
-            f"model; the float variants are still exported; replace the layer or drop the *-int8-qat variants")
+_MAX_RETRIES = 8
+_FOLDED_INTO = ("Conv2D", "DepthwiseConv2D", "Dense")  # tfmot folds a following BatchNormalization
 
 
-def _first_unsupported(model):
+def _annotation_set(model, registry) -> set[str]:
+    """Names of the layers to annotate: every layer tfmot's scheme quantizes, and each
+    BatchNormalization right after an annotated Conv2D/DepthwiseConv2D/Dense (through a Reshape):
+    tfmot's transforms fold those only when both are annotated; the rest stay float."""
+    chosen = {layer.name for layer in model.layers if _quantizable(layer, registry)}
+    for layer in model.layers:
+        if type(layer).__name__ not in ("BatchNormalization", "SyncBatchNormalization"):
+            continue
+        prev = _inbound(layer)
+        if len(prev) == 1 and type(prev[0]).__name__ == "Reshape":
+            prev = _inbound(prev[0])
+        if len(prev) == 1 and type(prev[0]).__name__ in _FOLDED_INTO and prev[0].name in chosen:
+            chosen.add(layer.name)
+    return chosen
+
+
+def _inbound(layer) -> list:
+    nodes = layer._inbound_nodes  # noqa: SLF001 - tf_keras has no public "previous layer"
+    if not nodes:
+        return []
+    prev = nodes[0].inbound_layers
+    return list(prev) if isinstance(prev, (list, tuple)) else [prev]
+
+
+def _apply(float_model, chosen: set[str], tfmot, tf_keras):
+    """tfmot's partial quantization: clone_model annotating the `chosen` layers, quantize_apply.
+    Every layer is a fresh copy (the float model's graph stays untouched) with the float weights."""
+    def annotate(layer):
+        copy = layer.__class__.from_config(layer.get_config())
+        return tfmot.quantization.keras.quantize_annotate_layer(copy) if layer.name in chosen else copy
+
+    marked = tf_keras.models.clone_model(float_model, clone_function=annotate)
+    for layer in marked.layers:
+        inner = getattr(layer, "layer", layer)
+        src = float_model.get_layer(inner.name)
+        if src.weights:
+            inner.set_weights(src.get_weights())
+    with tfmot.quantization.keras.quantize_scope():
+        return tfmot.quantization.keras.quantize_apply(marked)
+
+
+def _named_layer(e: BaseException) -> tuple[str | None, str | None]:
+    """(name, class) of the layer a tfmot/Keras error names, else (None, None)."""
+    text = str(e)
+    m = (re.search(r"Layer (\S+):<class '[\w.]*?(\w+)'>", text)
+         or re.search(r'layer "([^"]+)" \(type (\w+)\)', text))
+    return (m.group(1), m.group(2)) if m else (None, None)
+
+
+def _check_structure(model, tf_keras) -> None:
+    """ModelError for what tfmot cannot wrap at all: a subclassed model, a nested model, a Lambda
+    layer (Python code inside: tfmot would skip it silently, and edgekit's scan refuses it)."""
+    if not isinstance(model, tf_keras.Model):
+        raise ModelError(f"QAT needs a tf_keras (Keras 2) model, got {type(model).__name__}; the float "
+                         f"variants are still exported; drop the *-int8-qat variants")
+    if not isinstance(model, tf_keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise ModelError(f"model '{model.name}' is a subclassed Keras model ({type(model).__name__}); QAT needs "
+                         f"a Sequential or functional model; the float variants are still exported; rebuild "
+                         f"it functionally or drop the *-int8-qat variants")
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.Model):
+            raise ModelError(_unsupported(layer.name, f"nested {type(layer).__name__}",
+                                          "flatten it into the outer model"))
+        if type(layer).__name__ == "Lambda":
+            raise ModelError(_unsupported(layer.name, "Lambda"))
+
+
+def _registry():
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_registry as reg)
 
-    registry = reg.Default8BitQuantizeRegistry()
-    for layer in model.layers:
-        if type(layer).__name__ != "InputLayer" and not registry.supports(layer):
-            return layer
-    return None
+    return reg.Default8BitQuantizeRegistry()
+
+
+def _activation_name(fn) -> str | None:
+    fn = getattr(fn, "activation", fn) if type(fn).__name__ == "QuantizeAwareActivation" else fn
+    return getattr(fn, "__name__", None)
+
+
+def _quantizable(layer, registry) -> bool:
+    """True when tfmot's default 8-bit scheme wraps this layer: a registry class (exact type:
+    Rescaling, Normalization and other preprocessing are not among them) with an activation
+    it knows."""
+    if type(layer).__name__ == "InputLayer" or not registry.supports(layer):
+        return False
+    cls = type(layer).__name__
+    if cls == "Activation":
+        return _activation_name(layer.activation) in _ACTIVATION_LAYER_ACTIVATIONS
+    if hasattr(layer, "activation") and layer.activation is not None:
+        return _activation_name(layer.activation) in _LAYER_ACTIVATIONS
+    return True
+
+
+def qat_float_layers(qat_model) -> list[str]:
+    """The layers of a QAT model (made here or loaded from qat.h5) left float: neither wrapped
+    by tfmot nor data-movement only. Empty for a fully quantized model."""
+    out = []
+    for layer in qat_model.layers:
+        cls = type(layer).__name__
+        if cls in _NO_COMPUTE or cls.startswith("QuantizeWrapper"):
+            continue
+        out.append(layer.name)
+    return out
+
+
+def output_kind(model) -> str:
+    """"softmax" when the model's (first) output is produced by a softmax: a Softmax layer, an
+    Activation('softmax'), a layer with activation='softmax' (QAT-wrapped or not), or tf.nn.softmax,
+    possibly behind shape-only layers; else "logits"."""
+    layer = model.get_layer(model.output_names[0])
+    for _ in range(8):  # walk back through shape-only layers (Flatten, Reshape, Dropout, ...)
+        inner = getattr(layer, "layer", layer)
+        cls = type(inner).__name__
+        if cls == "Softmax":
+            return "softmax"
+        if cls == "TFOpLambda" and str(inner.get_config().get("function", "")).endswith("softmax"):
+            return "softmax"
+        act = _activation_name(getattr(inner, "activation", None))
+        if act == "softmax":
+            return "softmax"
+        if cls not in ("Flatten", "Reshape", "Dropout", "Activation") or (cls == "Activation" and act != "linear"):
+            return "logits"
+        nodes = layer._inbound_nodes  # noqa: SLF001 - tf_keras has no public "previous layer"
+        prev = nodes[0].inbound_layers if nodes else []
+        if isinstance(prev, (list, tuple)):
+            if len(prev) != 1:
+                return "logits"
+            prev = prev[0]
+        layer = prev
+    return "logits"
+
+
+def _unsupported(name: str, cls: str, fix: str = "replace the layer") -> str:
+    return (f"layer '{name}' ({cls}) cannot be quantized by tensorflow-model-optimization, so there is no QAT "
+            f"model; the float variants are still exported; {fix} or drop the *-int8-qat variants")
 
 
 def finetune_qat(qat_model, x: np.ndarray, y: np.ndarray, epochs: float, learning_rate: float,
                  batch_size: int = 128, seed: int = 0) -> dict:
-    """Fine-tune a QAT model in place (Adam, sparse CE on logits); returns the history.
+    """Fine-tune a QAT model in place (Adam, sparse CE on the model's output: logits, or
+    probabilities where the model ends in a softmax, see output_kind); returns the history,
+    with "output" ("logits" or "softmax": the loss's from_logits) and "float_layers" (the layers
+    left float, see make_qat_model) for the export record.
 
     Fractional epochs run that share of the steps of one pass. Before training, the activation
     ranges start from what the float model sees: tfmot starts them at [-6, 6] and moves them by a
     0.999 EMA, so after one epoch of Fashion-MNIST a ReLU's range still reaches ~-3.8, wasting
     nearly half of its 256 levels (and keeping ONNX Runtime from folding the ReLU)."""
-    import tensorflow as tf
     import tf_keras
 
     if not epochs or epochs <= 0:
@@ -81,6 +237,20 @@ def finetune_qat(qat_model, x: np.ndarray, y: np.ndarray, epochs: float, learnin
     if len(x) != len(y) or len(x) == 0:
         raise ConfigError(f"QAT fine-tuning needs as many labels as images (got {len(x)} images, {len(y)} labels)")
     tf_keras.utils.set_random_seed(seed)
+    try:
+        return _finetune(qat_model, x, y, epochs, learning_rate, batch_size, seed)
+    except EdgekitError:
+        raise
+    except Exception as e:  # TF/Keras errors (labels vs. output shape, a layer failing in training)
+        raise ModelError(f"QAT fine-tuning of model '{getattr(qat_model, 'name', '?')}' failed "
+                         f"({one_line(e, 200)}); the float variants are still exported; drop the "
+                         f"*-int8-qat variants") from e
+
+
+def _finetune(qat_model, x, y, epochs, learning_rate, batch_size, seed) -> dict:
+    import tensorflow as tf
+    import tf_keras
+
     ranges = warm_start_ranges(qat_model, x, batch_size)
 
     steps_per_epoch = math.ceil(len(x) / batch_size)
@@ -92,13 +262,15 @@ def finetune_qat(qat_model, x: np.ndarray, y: np.ndarray, epochs: float, learnin
     ds = (tf.data.Dataset.range(len(x)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
           .repeat().batch(batch_size).map(lambda i: (tf.gather(xs, i), tf.gather(ys, i)))
           .prefetch(tf.data.AUTOTUNE))
+    kind = output_kind(qat_model)
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
-                      loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=kind == "logits"),
                       metrics=["accuracy"])
     hist = qat_model.fit(ds, epochs=fit_epochs, steps_per_epoch=steps, verbose=0)
     out = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     out.update(steps=int(fit_epochs * steps), epochs=float(epochs), batch_size=int(batch_size),
-               learning_rate=float(learning_rate), warm_started_ranges=ranges)
+               learning_rate=float(learning_rate), warm_started_ranges=ranges, output=kind,
+               float_layers=qat_float_layers(qat_model))
     return out
 
 

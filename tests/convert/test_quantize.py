@@ -17,9 +17,7 @@ def _model_with(layer_factory):
     return k.Model(inp, k.layers.Dense(10, name="logits")(x))
 
 
-@pytest.mark.parametrize("factory, name, cls", [
-    (lambda x: __import__("tf_keras").layers.LayerNormalization(name="norm")(x), "norm", "LayerNormalization"),
-    (lambda x: __import__("tf_keras").layers.Multiply(name="square")([x, x]), "square", "Multiply"),
+@pytest.mark.parametrize("factory, name, cls", [  # LayerNormalization, Multiply: now left float
     (lambda x: __import__("tf_keras").layers.Lambda(lambda t: t * 2.0, name="double")(x), "double", "Lambda"),
 ])
 def test_make_qat_model_names_the_layer_tfmot_cannot_quantize(factory, name, cls):
