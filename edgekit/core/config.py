@@ -80,6 +80,11 @@ class Thresholds:
                                               # file's reference kernels (ORT optimized vs unoptimized,
                                               # LiteRT XNNPACK vs builtin), 0..1
     max_latency_regression: float | None = None  # against a baseline: 0.10 = p50 may grow 10%
+    max_expected_size_excess: float | None = None  # weight bytes over what the file's route stores its
+                                              # tensors in (edgekit.verify.expected_size): 0.05 = 5%
+    min_snr_db: float | None = None           # output SNR against the reference model, dB; when most parity
+                                              # samples are near ties it judges parity in min_agreement's
+                                              # place (unset: edgekit.verify.output_error.DEFAULT_MIN_SNR_DB)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,9 @@ class Profile:
     parity_samples: int | None = None   # None: the whole test set
     onnx_int8_encoding: str = "u8u8"    # one of ONNX_INT8_ENCODINGS; "u8s8" only for a known VNNI target
     parity_cpus: tuple[str, ...] = ("native",)  # PARITY_CPUS to run int8 parity on (emulated ones: qemu)
+    # above this share of parity samples whose reference top-1 margin is a near tie, top-1 agreement
+    # proves nothing and parity is judged by output error (edgekit.verify.output_error)
+    max_near_tie_share: float = 0.5
     # per variant name, or per "class" (float, fp16, dynamic, int8-ptq, int8-qat); exact name wins
     thresholds: dict[str, Thresholds] = field(default_factory=dict)
     source: str = ""                    # the file it was loaded from
@@ -160,7 +168,7 @@ def load_profile(name_or_path: str = "default") -> Profile:
 def _check_types(p: Path, kwargs: dict) -> None:
     types = {"name": str, "description": str, "onnx_opset": int, "representative_samples": int,
              "qat_epochs": (int, float), "qat_learning_rate": (int, float), "parity_samples": int,
-             "onnx_int8_encoding": str}
+             "onnx_int8_encoding": str, "max_near_tie_share": (int, float)}
     for key, want in types.items():
         v = kwargs.get(key)
         if v is not None and (not isinstance(v, want) or isinstance(v, bool)):
@@ -171,6 +179,9 @@ def _check_types(p: Path, kwargs: dict) -> None:
             raise ConfigError(f"{p}: {key} must be >= 1, got {kwargs[key]}")
     if kwargs.get("qat_epochs", 1) <= 0 or kwargs.get("qat_learning_rate", 1) <= 0:
         raise ConfigError(f"{p}: qat_epochs and qat_learning_rate must be > 0")
+    if not 0 <= kwargs.get("max_near_tie_share", 0.5) <= 1:
+        raise ConfigError(f"{p}: max_near_tie_share must be a share of samples in [0, 1], "
+                          f"got {kwargs['max_near_tie_share']}")
 
 
 def _thresholds(p: Path, table) -> dict[str, Thresholds]:
@@ -191,6 +202,9 @@ def _thresholds(p: Path, table) -> dict[str, Thresholds]:
         for name, v in values.items():
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise ConfigError(f"{p}: thresholds.{key}.{name} = {v!r} must be a number")
+            if name == "max_expected_size_excess" and v < 0:
+                raise ConfigError(f"{p}: thresholds.{key}.{name} = {v} must be >= 0 (0.05 = 5% over the "
+                                  f"route's expected weight bytes)")
         out[key] = Thresholds(**values)
     return out
 
