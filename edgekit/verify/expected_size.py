@@ -90,7 +90,9 @@ class ExpectedSize:
         """The record export keeps beside the file's weight_bytes (JSON-safe, no per-tensor list)."""
         return {"route": self.route, "expected_weight_bytes": self.expected_bytes,
                 "rules": ROUTE_RULES.get(self.route, ""), "kept_wide": self.kept(),
-                "over_expectation": [_over_dict(t) for t in self.over()[:10]]}
+                "tensors_over": len(self.over()),
+                "over_expectation": [_over_dict(t) for t in sorted(
+                    self.over(), key=lambda t: t.expected_bytes - t.stored_bytes)[:5]]}
 
 
 @dataclass(frozen=True)
@@ -183,29 +185,41 @@ def _short(name: str) -> str:
 
 
 def _over_dict(t: PricedTensor) -> dict:
-    return {"name": t.name, "role": t.role, "shape": list(t.shape), "stored_dtype": t.stored_dtype,
+    return {"name": _short(t.name), "role": t.role, "shape": list(t.shape), "stored_dtype": t.stored_dtype,
             "stored_bytes": t.stored_bytes, "expected_dtype": t.expected_dtype, "expected_bytes": t.expected_bytes}
 
 
-def judge_size(weight_bytes: int | None, expected: ExpectedSize | None,
+def judge_size(weight_bytes: int | None, expected: ExpectedSize | dict | None,
                tolerance: float = DEFAULT_TOLERANCE) -> SizeVerdict:
-    """Weight bytes against the route's expectation: passes when they exceed it by at most
-    `tolerance` (a fraction); smaller is fine (a converter may fold or share more than the rules
-    assume). The reason says what the route keeps wide and why, and which tensors broke the rules."""
-    if weight_bytes is None or expected is None or expected.expected_bytes <= 0:
-        return SizeVerdict(None, tolerance, None, "not measured: no weight bytes or no expectation for this file")
-    excess = round(weight_bytes / expected.expected_bytes - 1.0, 6)
-    ok = excess <= tolerance
-    parts = [f"weight bytes {weight_bytes} vs {expected.expected_bytes} expected ({excess:+.1%}) on route "
-             f"'{expected.route}'"]
-    kept = expected.kept()
+    """Weight bytes against the route's expectation (an ExpectedSize, or its recorded to_dict, so
+    the gate judges from the manifest alone): passes when they exceed it by at most `tolerance`
+    (a fraction); smaller is fine (a converter may fold or share more than the rules assume).
+    The reason says what the route keeps wide and why, and which tensors broke the rules."""
+    rec = expected.to_dict() if isinstance(expected, ExpectedSize) else (expected or {})
+    want = rec.get("expected_weight_bytes")
+    if weight_bytes is None or not want:
+        return SizeVerdict(None, tolerance, None, "not measured: no weight bytes or no expected size for this file")
+    excess = round(weight_bytes / want - 1.0, 6)
+    parts = [f"weight bytes {weight_bytes} vs {want} expected ({excess:+.1%}) on route '{rec.get('route')}'"]
+    kept = rec.get("kept_wide") or {}
     if kept:
         parts.append("kept wide by the route: " + "; ".join(
-            f"{d['tensors']} tensor{'s' if d['tensors'] != 1 else ''}, {d['bytes']} B ({WHY[k]}; e.g. "
+            f"{d['tensors']} tensor{'s' if d['tensors'] != 1 else ''}, {d['bytes']} B ({WHY.get(k, k)}; e.g. "
             f"{', '.join(d['examples'])})" for k, d in kept.items()))
-    over = sorted(expected.over(), key=lambda t: t.expected_bytes - t.stored_bytes)
+    over = rec.get("over_expectation") or []
     if over:
-        parts.append(f"{len(over)} tensor{'s' if len(over) != 1 else ''} stored wider than the route's rules"
-                     f" allow: " + "; ".join(f"{_short(t.name)} {t.shape} {t.stored_dtype} {t.stored_bytes} B, "
-                                             f"expected {t.expected_dtype} {t.expected_bytes} B" for t in over[:3]))
-    return SizeVerdict(excess, tolerance, ok, "; ".join(parts))
+        n = rec.get("tensors_over", len(over))
+        parts.append(f"{n} tensor{'s' if n != 1 else ''} stored wider than the route's rules allow: "
+                     + "; ".join(f"{t['name']} {tuple(t['shape'])} {t['stored_dtype']} {t['stored_bytes']} B, "
+                                 f"expected {t['expected_dtype']} {t['expected_bytes']} B" for t in over[:3]))
+    return SizeVerdict(excess, tolerance, excess <= tolerance, "; ".join(parts))
+
+
+def expected_size_row(limit: float, weight_bytes: int | None, expected: dict | None) -> dict:
+    """The threshold row for `max_expected_size_excess` (the shape edgekit.verify.parity.check_thresholds
+    rows have), judged on a file record's weight_bytes and its recorded expected size."""
+    v = judge_size(weight_bytes, expected, limit)
+    row = {"name": "max_expected_size_excess", "limit": limit, "value": v.value, "passed": v.passed, "note": v.reason}
+    if expected:
+        row["expected_weight_bytes"] = expected.get("expected_weight_bytes")
+    return row

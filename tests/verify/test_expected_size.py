@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgekit.verify.expected_size import (DYNAMIC_MIN_ELEMENTS, ExpectedSize, _price, expected_size,
-                                          judge_size)
+                                          expected_size_row, judge_size)
 from edgekit.verify.file_tensors import ConstTensor, file_tensors
 
 
@@ -158,3 +158,14 @@ def test_tolerance_is_inclusive_and_smaller_files_pass():
     assert judge_size(1100, exp, tolerance=0.10).passed
     missing = judge_size(None, exp)
     assert missing.passed is None and missing.value is None and "not measured" in missing.reason
+
+
+def test_the_gate_judges_from_the_record_alone(tiny_files):
+    """judge_size on the JSON record gives the verdict and reason it gives on the live expectation."""
+    exp = expected_size(tiny_files["tflite-fp32"], "dynamic")
+    rec = json.loads(json.dumps(exp.to_dict()))
+    assert judge_size(exp.stored_bytes, rec) == judge_size(exp.stored_bytes, exp)
+    row = expected_size_row(0.05, exp.stored_bytes, rec)
+    assert row["name"] == "max_expected_size_excess" and row["passed"] is False and row["limit"] == 0.05
+    assert row["expected_weight_bytes"] == exp.expected_bytes and "expected int8" in row["note"]
+    assert expected_size_row(0.05, None, None)["passed"] is None
