@@ -81,14 +81,8 @@ def parity_error_record(reference_outputs: Any, outputs: Any, max_near_tie_share
     the reference margins, and `judged_by` ("top1_agreement" or "output_error") with why."""
     m = margins(reference_outputs, band)
     err: OutputError = output_error(reference_outputs, outputs)
-    free = margin_free(m, max_near_tie_share)
-    why = (f"{m.near_tie_share:.0%} of {m.samples} samples are near ties (top-1 margin <= "
-           f"{band:.3g} in probability; more than {max_near_tie_share:.0%}): top-1 agreement "
-           f"proves nothing there, so parity is judged by output error" if free else
-           f"{m.near_tie_share:.0%} of samples are near ties (at most {max_near_tie_share:.0%}): "
-           f"judged by top-1 agreement")
-    return {"output_error": err.to_dict(), "margins": m.to_dict(), "max_near_tie_share": max_near_tie_share,
-            "judged_by": "output_error" if free else "top1_agreement", "judged_by_reason": why}
+    return {"output_error": err.to_dict(), "margins": m.to_dict(),
+            **parity_error_record_from_margins(m.to_dict(), max_near_tie_share)}
 
 
 def min_snr_db_for(thresholds: Any, variant_class: str) -> float | None:
@@ -97,12 +91,21 @@ def min_snr_db_for(thresholds: Any, variant_class: str) -> float | None:
     return given if given is not None else DEFAULT_MIN_SNR_DB.get(str(variant_class))
 
 
-def judge_parity_rows(rows: list[dict], parity: dict | None, thresholds: Any, variant_class: str) -> list[dict]:
+def judge_parity_rows(rows: list[dict], parity: dict | None, thresholds: Any, variant_class: str,
+                      max_near_tie_share: float | None = None) -> list[dict]:
     """The threshold rows (edgekit.verify.parity.check_thresholds) with parity judged the way the
     record says: on margin-free outputs min_agreement is recorded but not judged (passed None, a
     note saying why) and a min_snr_db row takes its place; a min_snr_db the profile sets is judged
-    always. Records without `judged_by` (older runs) keep their rows as they were."""
-    parity = parity or {}
+    always. `max_near_tie_share` (the judging profile's; None: the one export recorded with)
+    decides anew from the recorded margins, so the gate judges by its own profile. Records
+    without output error (older runs) keep their rows as they were."""
+    parity = dict(parity or {})
+    if "output_error" not in parity:
+        return rows
+    if max_near_tie_share is not None and parity.get("margins"):
+        m = parity["margins"]
+        decided = parity_error_record_from_margins(m, max_near_tie_share)
+        parity.update(decided)
     by_error = parity.get("judged_by") == "output_error"
     out = []
     for r in rows:
@@ -111,11 +114,23 @@ def judge_parity_rows(rows: list[dict], parity: dict | None, thresholds: Any, va
         out.append(r)
     explicit = getattr(thresholds, "min_snr_db", None)
     wants_parity = getattr(thresholds, "min_agreement", None) is not None
-    if "output_error" in parity and (explicit is not None or (by_error and wants_parity)):
+    if explicit is not None or (by_error and wants_parity):
         limit = min_snr_db_for(thresholds, variant_class)
         if limit is not None:
             out.append(snr_row(parity, limit, default=explicit is None))
     return out
+
+
+def parity_error_record_from_margins(m: dict, max_near_tie_share: float) -> dict:
+    """`judged_by` and its reason for recorded margins (Margins.to_dict) under a near-tie share limit."""
+    share, n, band = m.get("near_tie_share", 0.0), m.get("samples", 0), m.get("near_tie_band", NEAR_TIE_BAND)
+    free = margin_free(m, max_near_tie_share)
+    why = (f"{share:.0%} of {n} samples are near ties (top-1 margin <= {band:.3g} in probability; more "
+           f"than {max_near_tie_share:.0%}): top-1 agreement proves nothing there, so parity is judged "
+           f"by output error" if free else
+           f"{share:.0%} of samples are near ties (at most {max_near_tie_share:.0%}): judged by top-1 agreement")
+    return {"max_near_tie_share": max_near_tie_share, "judged_by": "output_error" if free else "top1_agreement",
+            "judged_by_reason": why}
 
 
 def snr_row(parity: dict, limit: float, default: bool = False) -> dict:

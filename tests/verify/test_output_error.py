@@ -87,6 +87,14 @@ def test_the_near_tie_share_threshold_on_both_sides():
     assert margin_free(m, 0.5) and not margin_free(m, 0.7) and not margin_free(m, 0.6)
     assert parity_error_record(ref, ref, 0.5)["judged_by"] == "output_error"
     assert parity_error_record(ref, ref, 0.7)["judged_by"] == "top1_agreement"
+    # the gate judges by its own profile's share, from the recorded margins
+    out = ref.copy()
+    out[:, 1] += 2e-3                                      # flips the 60 near ties, nothing else
+    th = Thresholds(min_agreement=0.99)
+    parity, rows = _rows(th, ref, out, "float", max_share=0.5)
+    assert parity["agreement"] == pytest.approx(0.4) and [r["passed"] for r in rows] == [None, True]
+    strict = judge_parity_rows(check_thresholds(th, parity, None, None), parity, th, "float", 0.7)
+    assert [r["name"] for r in strict] == ["min_agreement"] and strict[0]["passed"] is False
 
 
 def test_records_without_judged_by_keep_their_rows():
