@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.core import rundir
+from edgekit.core.library_log import stage_log
 from edgekit.core.config import NETWORK_NAMES, Profile, TrainConfig, load_profile
 from edgekit.core.progress import Progress
 from edgekit.core.variants import Role, keras_variant
@@ -40,8 +41,11 @@ def quick_profile(profile: Profile) -> Profile:
 
 def run_all(out: str | Path = "runs/latest", dataset: str = "fashion-mnist", data_dir: str | None = None,
             profile: str | Profile = "default", models: tuple[str, ...] = NETWORK_NAMES, quick: bool = False,
-            epochs: int | None = None, force: bool = False, progress: Progress | None = None) -> Summary:
-    """The main job. Returns the summary; the gate's verdict is `Summary.passed`."""
+            epochs: int | None = None, force: bool = False, progress: Progress | None = None,
+            library_logs: bool = True) -> Summary:
+    """The main job. Returns the summary; the gate's verdict is `Summary.passed`. Library output
+    of each stage goes to out/logs/<stage>.log (edgekit.core.library_log); library_logs=False
+    leaves it where the libraries write it (`edgekit --debug run`)."""
     from edgekit.bench import bench_run
     from edgekit.gate import check_run
     from edgekit.export import export_run
@@ -59,22 +63,28 @@ def run_all(out: str | Path = "runs/latest", dataset: str = "fashion-mnist", dat
 
     stage_seconds: dict[str, float] = {}
 
+    def logged(name: str):
+        return stage_log(out, name, debug=not library_logs)
+
     def timed(name: str, fn) -> None:
-        progress.start_stage(name)
-        t = time.monotonic()
-        fn()
-        stage_seconds[name] = round(time.monotonic() - t, 2)
-        progress.done()
+        with logged(name):
+            progress.start_stage(name)
+            t = time.monotonic()
+            fn()
+            stage_seconds[name] = round(time.monotonic() - t, 2)
+            progress.done()
 
     timed("train", lambda: train(out, cfg, models=tuple(models), force=force, progress=progress))
     timed("export", lambda: export_run(out, prof, models=tuple(models), force=force, progress=progress))
 
     timed("bench", lambda: bench_run(out, quick=quick, force=force, progress=progress))
 
-    progress.start_stage("check")
-    result = check_run(out)  # writes check.json, which the report reads
-    progress.done("passed" if result.passed else "FAILED")
-    html = render_report(out)
+    with logged("check"):
+        progress.start_stage("check")
+        result = check_run(out)  # writes check.json, which the report reads
+        progress.done("passed" if result.passed else "FAILED")
+    with logged("report"):
+        html = render_report(out)
     seconds = time.monotonic() - t0
 
     def record_run(m: dict) -> None:  # wall time of this invocation (reused stages take ~0 s)

@@ -1,13 +1,17 @@
 """One progress display for long work: stage, model, step, elapsed time and an estimate.
 
 Plain lines on stderr (they read well in CI logs and in a terminal alike). Stages call
-`progress.update(...)`; the estimate comes from the fraction of the stage done so far.
+`progress.update(...)`; the estimate comes from the fraction of the stage done so far. Inside
+library_log.stage_log the lines go to the terminal (fd 2 is then the stage's log), and a copy
+goes to the log so each library message there sits under the step that caused it.
 """
 from __future__ import annotations
 
 import sys
 import time
 from typing import TextIO
+
+from edgekit.core import library_log
 
 
 def _clock(seconds: float) -> str:
@@ -29,9 +33,10 @@ class Progress:
 
     @property
     def stream(self) -> TextIO:
-        """The given stream, else the *current* sys.stderr (looked up per line, so a Progress
-        made at import time still writes where stderr points now)."""
-        return self._stream or sys.stderr
+        """The given stream, else the terminal's stderr as library_log knows it: the *current*
+        sys.stderr outside stage_log (looked up per line, so a Progress made at import time still
+        writes where stderr points now), the saved terminal inside it."""
+        return self._stream or library_log.terminal_stderr()
 
     def start_stage(self, name: str) -> None:
         self.stage_name = name
@@ -40,8 +45,6 @@ class Progress:
 
     def update(self, what: str, model: str = "", fraction: float | None = None) -> None:
         """`fraction` (0..1) of the current stage done, for the remaining-time estimate."""
-        if self.quiet:
-            return
         now = time.monotonic()
         parts = [f"[{_clock(now - self.t0)}]", self.stage_name or "edgekit"]
         if model:
@@ -50,7 +53,10 @@ class Progress:
         if fraction and 0.0 < fraction < 1.0:
             left = (now - self.stage_t0) * (1.0 - fraction) / fraction
             parts.append(f"~{_clock(left)} left in {self.stage_name}")
-        print(" | ".join(parts), file=self.stream, flush=True)
+        line = " | ".join(parts)
+        if not self.quiet:
+            print(line, file=self.stream, flush=True)
+        library_log.mark(line, f"{model} {what.split()[0]}" if model and what.strip() else model)
 
     def done(self, what: str = "") -> None:
         self.update(f"{self.stage_name or 'edgekit'} done in {_clock(time.monotonic() - self.stage_t0)}"

@@ -17,9 +17,11 @@ seccomp) is the only real boundary, and the README says so.
 The job names the model, the output folder, the profile (as a dict), the calibration file and
 the flags. The worker (edgekit.export.contained_worker) runs `edgekit.export.export_model` with
 trust_model=True and writes its outcome to result.json ({"ok": true} or {"error": {"type",
-"message"}}); progress and library output go to its stderr, which the parent relays line by
-line. The manifest is written by the worker into the output folder, exactly as an export in this
-process would write it.
+"message"}}). Its progress lines come back through a pipe (EDGEKIT_PROGRESS_FD, read by
+edgekit.core.library_log) and the parent relays them to the terminal; its library output goes to
+the descriptors 1 and 2 it inherits, which inside stage_log are the export's log. The manifest
+is written by the worker into the output folder, exactly as an export in this process would
+write it.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import tempfile
 from pathlib import Path
 
 from edgekit import errors
+from edgekit.core import library_log
 from edgekit.core.config import Profile, profile_to_dict
 from edgekit.core.progress import Progress
 
@@ -96,8 +99,9 @@ def export_contained(model_path: Path, out_dir: Path, profile: Profile, calibrat
         return _export_section(out_dir, model_path)
     error = result.get("error")
     if not error:
+        log = library_log.active_log()
         raise errors.ExportError(f"{model_path}: the contained export stopped with exit code {rc} before "
-                                 f"finishing (its own output is above)")
+                                 f"finishing (its own output is {f'in {log}' if log else 'above'})")
     cls = getattr(errors, str(error.get("type")), None)
     if not (isinstance(cls, type) and issubclass(cls, errors.EdgekitError)):
         cls = errors.ExportError
@@ -105,13 +109,23 @@ def export_contained(model_path: Path, out_dir: Path, profile: Profile, calibrat
 
 
 def _run(cmd: list[str], cwd: Path, env: dict, stream) -> int:
-    """Start the worker, relay its output line by line, and never leave it running."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+    """Start the worker, relay its progress lines as they come, and never leave it running. Its
+    fds 1/2 are ours: library output lands where ours does (the stage's log inside stage_log)."""
+    read_fd, write_fd = os.pipe()
     try:
-        for line in proc.stdout:
-            stream.write(line)
-            stream.flush()
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**env, library_log.PROGRESS_FD_ENV: str(write_fd)},
+                                stdin=subprocess.DEVNULL, pass_fds=(write_fd,))
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)   # the worker holds the only write end: EOF when it exits
+    try:
+        with open(read_fd, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                stream.write(line)
+                stream.flush()
+                library_log.mark(line)
         return proc.wait()
     finally:
         if proc.poll() is None:   # interrupted: stop the worker before the working dir goes
