@@ -100,13 +100,17 @@ def cmd_export(args) -> int:
         section = export_run(args.run, profile, models=args.network, force=args.force, progress=_progress(args))
         where = args.run
     else:
-        out = args.out or (Path(args.model).with_suffix("").name + "-export")
+        out = _export_out(args)
         section = export_model(args.model, out, profile, calibration=args.calibration_data,
                                force=args.force, progress=_progress(args), trust_model=args.trust_model)
         where = out
     failed = _print_export_summary(section)
     print(f"manifest: {Path(where) / 'manifest.json'}")
     return EXIT_RED if failed else EXIT_OK
+
+
+def _export_out(args) -> str:
+    return args.out or (Path(args.model).with_suffix("").name + "-export")
 
 
 def _print_export_summary(section: dict) -> int:
@@ -158,7 +162,7 @@ def cmd_run(args) -> int:
 
     summary = run_all(args.out, dataset=args.dataset, data_dir=args.data_dir, profile=args.profile,
                       models=args.network, quick=args.quick, epochs=args.epochs, force=args.force,
-                      progress=_progress(args))
+                      progress=_progress(args), library_logs=not args.debug)
     print(summary.table)
     print(f"report: {summary.report_html}")
     return EXIT_OK if summary.passed else EXIT_RED
@@ -316,11 +320,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _library_log(args):
+    """Library output of the command into RUN_DIR/logs/<command>.log (edgekit.core.library_log);
+    `run` keeps one log per stage itself; --debug leaves it all on the terminal. The command's own
+    results (print) stay on stdout; its errors are printed after the block has ended."""
+    import contextlib
+
+    from edgekit.core.library_log import stage_log
+
+    run_dir = getattr(args, "run", None) or getattr(args, "out", None)
+    if args.command == "export" and not run_dir and getattr(args, "model", None):
+        run_dir = _export_out(args)
+    if args.command == "run" or not run_dir:
+        return contextlib.nullcontext()
+    return stage_log(run_dir, args.command, debug=args.debug, keep_stdout=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or EXIT_OK)
+        with _library_log(args):
+            return int(args.func(args) or EXIT_OK)
     except EdgekitError as e:
         if args.debug:
             raise

@@ -398,3 +398,75 @@ def test_exit_130_interrupted(tmp_path, capsys):
     assert sent.is_set() and code == 130
     assert capsys.readouterr().err == ("edgekit: interrupted; finished work is kept, run the same command "
                                        "again to resume\n")
+
+
+# ------------------------------------------------------------------ library output: RUN_DIR/logs/<command>.log
+
+LIBRARY_NOISE = ("fully_quantize", "XNNPACK", "modelscan", "WARNING")
+
+
+def test_library_output_goes_to_the_stage_log_not_the_terminal(trained_run, tmp_path):
+    """The TFLite converter (native code, fd 1/2), XNNPACK and modelscan's logging land in
+    logs/export.log, recorded in the manifest; the terminal has edgekit's lines; --debug shows all."""
+    import json
+
+    from conftest import copy_run
+
+    run = copy_run(trained_run, tmp_path / "run")
+    profile = tmp_path / "small.toml"
+    profile.write_text('variants = ["tflite-fp32", "tflite-int8-ptq"]\nparity_samples = 100\n'
+                       'representative_samples = 50\n')
+
+    def export(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edgekit", *flags, "export", "--run", str(run), "--network",
+                               "cnn", "--profile", str(profile), "--force"], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "EDGEKIT_OFFLINE": "1"}, cwd=tmp_path)
+
+    r = export()
+    assert r.returncode == 0, r.stderr
+    assert [w for w in LIBRARY_NOISE if w in r.stdout + r.stderr] == [], r.stdout + r.stderr
+    assert "export | cnn | tflite-int8-ptq ok" in r.stderr and "cnn      tflite-int8-ptq    ok" in r.stdout
+    log = (run / "logs" / "export.log").read_text()
+    assert "fully_quantize" in log and "XNNPACK" in log and "ERROR:modelscan:" in log
+    assert "edgekit: [" in log and "| export | cnn | tflite-int8-ptq" in log   # the step each message belongs to
+    logs = json.loads((run / "manifest.json").read_text())["logs"]
+    assert logs == {"export": {"path": "logs/export.log", "size_bytes": len(log.encode())}}
+    r = export("--debug")
+    assert r.returncode == 0, r.stderr
+    assert "fully_quantize" in r.stdout + r.stderr and "XNNPACK" in r.stdout + r.stderr
+    assert (run / "logs" / "export.log").read_text() == log   # --debug writes no log
+
+
+def test_a_logged_command_prints_its_results_and_errors_on_the_terminal(tmp_path, monkeypatch, capfd):
+    """Inside the log block the command's own output (stdout) and, after it, its one-line error
+    still reach the terminal; native and logging output of the libraries it calls do not."""
+    import logging
+    from types import SimpleNamespace
+
+    import edgekit.gate
+
+    from edgekit.core import rundir
+
+    def noisy_check(run, profile=None, baseline=None):
+        os.write(1, b"native stdout noise\n")
+        os.write(2, b"native stderr noise\n")
+        logging.getLogger("tf2onnx").warning("logging noise")
+        if profile == "broken":
+            raise ConfigError("profile 'broken' not found")
+        return SimpleNamespace(table="PASSED the table", passed=True)
+
+    run = tmp_path / "run"
+    rundir.update_manifest(run, lambda m: None)
+    monkeypatch.setattr(edgekit.gate, "check_run", noisy_check)
+    assert cli.main(["check", "--run", str(run)]) == 0
+    out, err = capfd.readouterr()
+    assert out == "PASSED the table\n" and err == ""
+    assert cli.main(["check", "--run", str(run), "--profile", "broken"]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err == "edgekit: error: profile 'broken' not found\n"
+    log = (run / "logs" / "check.log").read_text()
+    assert log.count("native stdout noise") == 2 and log.count("WARNING:tf2onnx:logging noise") == 2
+    assert rundir.load_manifest(run)["logs"]["check"]["path"] == "logs/check.log"
+    # a command on a run directory that is not there creates none
+    assert cli.main(["report", "--run", str(tmp_path / "nowhere")]) == 2
+    assert not (tmp_path / "nowhere").exists()
