@@ -129,14 +129,28 @@ def _print_export_summary(section: dict) -> int:
 
 
 def cmd_bench(args) -> int:
-    from edgekit.bench import bench_run
+    from edgekit.bench import bench_files, bench_run, summary_lines
     from edgekit.pipeline import check_and_report
 
     progress = _progress(args)
-    bench_run(args.run, runtimes=args.runtimes, threads=args.threads, batches=args.batch_sizes,
-              quick=args.quick, progress=progress, force=args.force)
-    html = check_and_report(args.run, progress)
-    print((Path(args.run) / "report.md").read_text())
+    if bool(args.run) == bool(args.model):
+        raise ConfigError("give exactly one of --run RUN_DIR (an edgekit run) or --model FILE (files made elsewhere)")
+    if args.model and not args.out:
+        raise ConfigError("--model needs --out DIR: the run directory for the copies, results and report")
+    if args.run and (args.out or args.dataset or args.reference):
+        raise ConfigError("--out, --dataset and --reference go with --model FILE; a run's data and "
+                          "references are in its manifest")
+    settings = dict(runtimes=args.runtimes, threads=args.threads, batches=args.batch_sizes, quick=args.quick,
+                    progress=progress, force=args.force)
+    if args.model:
+        results = bench_files(args.model, args.out, dataset=args.dataset, reference=args.reference,
+                              seed=args.seed, **settings)
+        html = check_and_report(args.out, progress)
+        print("\n".join(summary_lines(results)))
+    else:
+        bench_run(args.run, **settings)
+        html = check_and_report(args.run, progress)
+        print((Path(args.run) / "report.md").read_text())
     print(f"report: {html}")
     return EXIT_OK
 
@@ -273,8 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
     b = _subcommand(sub, "bench", [common], "accuracy and latency of every exported model on every runtime", """\
   edgekit bench --run runs/cnn
   edgekit bench --run runs/cnn --quick
-  edgekit bench --run runs/cnn --runtimes litert --threads 1,4 --batch-sizes 1""")
-    b.add_argument("--run", required=True, metavar="RUN_DIR", help=f"{run_help}, after `edgekit export`")
+  edgekit bench --run runs/cnn --runtimes litert --threads 1,4 --batch-sizes 1
+  edgekit bench --model mine.tflite --model mine.onnx --dataset test.npz --out bench-mine
+  edgekit bench --model mine_int8.tflite --reference mine.keras --out bench-int8""")
+    b.add_argument("--run", metavar="RUN_DIR", help=f"{run_help}, after `edgekit export`; or give --model")
+    b.add_argument("--model", action="append", metavar="FILE",
+                   help="a .tflite or .onnx file another tool made (repeat for more); needs --out")
+    b.add_argument("--out", metavar="DIR", help="with --model: run directory for the copies, results and report")
+    b.add_argument("--dataset", metavar="NPZ",
+                   help="with --model: .npz with x_test (y_test) or x (y): inputs of the files' shape, labels "
+                        "optional (default: random inputs, no accuracy)")
+    b.add_argument("--reference", metavar="MODEL",
+                   help="with --model: a Keras model (.keras/.h5, scanned before it loads) or another "
+                        ".tflite/.onnx file; adds agreement and max_abs_diff against its outputs")
+    b.add_argument("--seed", type=int, default=0, metavar="N", help="with --model, no --dataset: seed of the random inputs")
     b.add_argument("--runtimes", type=runtime_list, default=runtimes, metavar="NAME[,NAME]",
                    help=f"{', '.join(runtimes)}, a comma list, or all (default all)")
     b.add_argument("--threads", type=_int_list, default=(1, 2), metavar="N[,N]",

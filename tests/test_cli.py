@@ -470,3 +470,19 @@ def test_a_logged_command_prints_its_results_and_errors_on_the_terminal(tmp_path
     # a command on a run directory that is not there creates none
     assert cli.main(["report", "--run", str(tmp_path / "nowhere")]) == 2
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_bench_model_flags(tmp_path, capsys):
+    """`bench --model FILE [--model FILE ...] --out DIR [--dataset] [--reference] [--seed]`; --run
+    and --model exclude each other (tests/bench/test_external.py runs it on real files)."""
+    args = cli.build_parser().parse_args(["bench", "--model", "a.tflite", "--model", "b.onnx", "--out", "o",
+                                          "--reference", "m.keras", "--dataset", "d.npz", "--seed", "3"])
+    assert (args.model, args.out, args.reference, args.dataset, args.seed, args.run) == \
+        (["a.tflite", "b.onnx"], "o", "m.keras", "d.npz", 3, None)
+    for argv, problem in [(["bench", "--model", "a.tflite"], "--model needs --out DIR"),
+                          (["bench", "--run", "r", "--model", "a.tflite", "--out", "o"], "exactly one of --run"),
+                          (["bench"], "exactly one of --run"),
+                          (["bench", "--run", "r", "--reference", "m.keras"], "go with --model"),
+                          (["bench", "--run", "r", "--dataset", "d.npz"], "go with --model")]:
+        assert cli.main(["--quiet", *argv]) == 2, argv
+        assert problem in _err(capsys), argv
