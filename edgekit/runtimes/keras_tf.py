@@ -18,7 +18,9 @@ def available() -> bool:
 
 
 def load_keras_model(path: str | Path, trust_model: bool = False, scanned: bool = False):
-    """Load a .keras/.h5/SavedModel, QAT-wrapped or not, as a tf_keras model.
+    """Load a .keras/.h5/SavedModel, QAT-wrapped or not, as a tf_keras model; a file Keras 3 saved
+    (TensorFlow's default Keras) as a Keras 3 model, for the float and post-training variants
+    (edgekit.convert.keras3) and as their parity reference.
 
     The file is scanned first (edgekit.security.scan) and refused if it holds code: loading is running.
     scanned=True skips that scan (the caller has just scanned the file) but keeps tf_keras'
@@ -28,6 +30,8 @@ def load_keras_model(path: str | Path, trust_model: bool = False, scanned: bool 
     import tf_keras
     import tensorflow_model_optimization as tfmot
 
+    from edgekit.security.scan import keras_major_version
+
     path = Path(path)
     if not (trust_model or scanned):
         from edgekit.security.scan import check_model
@@ -35,12 +39,25 @@ def load_keras_model(path: str | Path, trust_model: bool = False, scanned: bool 
         check_model(path)  # raises UntrustedModelError, or ModelError for a missing/unknown file
     elif not path.exists():
         raise ModelError(f"{path}: model file not found")
+    if keras_major_version(path) >= 3:
+        return _load_keras3(path, safe_mode=not trust_model)
     try:
         with tfmot.quantization.keras.quantize_scope():
             return tf_keras.models.load_model(str(path), compile=False, safe_mode=not trust_model)
     except Exception as e:
         raise ModelError(f"{path}: cannot load as a Keras model ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                          f"save it with model.save('model.keras') from tf_keras / Keras 2") from e
+
+
+def _load_keras3(path: Path, safe_mode: bool):
+    """Keras 3 loads beside tf_keras: `import keras` is Keras 3 whatever TF_USE_LEGACY_KERAS says."""
+    import keras
+
+    try:
+        return keras.saving.load_model(str(path), compile=False, safe_mode=safe_mode)
+    except Exception as e:
+        raise ModelError(f"{path}: cannot load as a Keras 3 model ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''}); save it with model.save('model.keras')") from e
 
 
 class KerasSession:

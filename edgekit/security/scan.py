@@ -17,6 +17,11 @@ Two scanners, each for what it does best:
   (TFOpLambda names any `tf.*` symbol, tf.print included, and the loader resolves it), only the
   Python built-ins tf_keras resolves as its own activations/losses/initializers, and lists
   graph ops that call Python or touch files (edgekit.security.savedmodel).
+  A Keras 3 file (its metadata says keras_version 3.x; Keras 3 loads it, edgekit.runtimes.keras_tf)
+  is walked against Keras 3's own names instead: a class must resolve the way its loader resolves
+  it (a public `keras.*` symbol, or a Keras-saveable class of an already imported `keras.src`
+  module), never one of its non-modeling APIs; `__keras_tensor__` (shape, dtype, layer history)
+  is data.
 """
 from __future__ import annotations
 
@@ -95,7 +100,7 @@ def scan_model(path: str | Path) -> ScanReport:
         own = [f for config, where in scan_savedmodel.metadata_configs(path)
                for f in _config_findings(config, where)]
     else:
-        own = _config_findings(_keras_config(path, fmt), str(path))
+        own = _config_findings(_keras_config(path, fmt), str(path), keras3=keras_major_version(path) >= 3)
     # the walk names each Lambda modelscan counts (and the nested ones it misses): keep those
     if any(f.kind == "lambda-layer" for f in own) and any(f.kind == "lambda-layer" for f in by_modelscan):
         by_modelscan = [f for f in by_modelscan if f.kind != "lambda-layer"]
@@ -142,6 +147,28 @@ def model_format(path: Path) -> str:
         return "h5"
     raise ModelError(f"{path}: cannot load as a Keras model: neither a .keras archive (zip), an HDF5 file "
                      f"nor a SavedModel folder; save it with model.save('model.keras') from tf_keras")
+
+
+def keras_major_version(path: str | Path) -> int:
+    """The major Keras version a .keras / HDF5 file was saved by (its metadata.json or the HDF5
+    `keras_version` attribute); 2 when it does not say (tf_keras files and SavedModels)."""
+    import h5py
+
+    path = Path(path)
+    version = None
+    try:
+        if path.is_file() and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                if "metadata.json" in z.namelist():
+                    version = json.loads(z.read("metadata.json")).get("keras_version")
+        elif path.is_file() and h5py.is_hdf5(path):
+            with h5py.File(path, "r") as f:
+                version = f.attrs.get("keras_version")
+    except (OSError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return 2  # unreadable: the loader (and the scan's own read of the config) will say why
+    version = version.decode() if isinstance(version, bytes) else version
+    major = str(version or "2").split(".")[0]
+    return int(major) if major.isdigit() else 2
 
 
 def _label(f: Finding) -> str:
@@ -208,12 +235,12 @@ def _keras_config(path: Path, fmt: str) -> dict:
     return config
 
 
-def _config_findings(config: dict, where: str) -> list[Finding]:
+def _config_findings(config: dict, where: str, keras3: bool = False) -> list[Finding]:
     try:
         objects = list(_objects(config, None))
     except RecursionError as e:
         raise ModelError(f"{where}: the model config is nested too deeply to scan; refusing to load it") from e
-    known = _known_classes()
+    known = frozenset() if keras3 else _known_classes()
     found = []
     for obj, layer in objects:
         cls, module = obj.get("class_name"), obj.get("module")
@@ -222,6 +249,10 @@ def _config_findings(config: dict, where: str) -> list[Finding]:
             found.append(Finding("lambda-layer", f"'{layer or cls}'", where, "edgekit"))
         elif cls in VALUE_MARKERS and (module is None or cls == "__typespec__" and _typespec_module(module)):
             continue
+        elif keras3:
+            if not (cls == "__keras_tensor__" and module is None) and not _keras3_resolves(obj):
+                found.append(Finding("custom-object", label + (f" from module '{module}'" if module else ""),
+                                     where, "edgekit"))
         elif cls == "function" and module == "builtins":
             fn = obj.get("config")
             if not (isinstance(fn, str) and _keras_builtin_function(fn)):
@@ -266,6 +297,35 @@ def _keras_builtin_function(name: str) -> bool:
     from tf_keras.src.saving.serialization_lib import BUILTIN_MODULES
 
     return any(tf_export.get_symbol_from_name(f"keras.{m}.{name}") is not None for m in BUILTIN_MODULES)
+
+
+def _keras3_resolves(obj: dict) -> bool:
+    """True when Keras 3's loader finds the object among its own modeling symbols (what
+    keras.src.saving.serialization_lib._retrieve_class_or_fn accepts before importing anything)."""
+    import sys
+
+    from keras.src.api_export import get_symbol_from_name
+    from keras.src.saving.keras_saveable import KerasSaveable
+    from keras.src.saving.serialization_lib import BUILTIN_MODULES, NON_MODELING_APIS
+
+    cls, module, cfg = obj.get("class_name"), obj.get("module"), obj.get("config")
+    if not isinstance(module, str) or not isinstance(cls, str):
+        return False
+    if cls == "function":
+        if not isinstance(cfg, str):
+            return False
+        names = [f"keras.{m}.{cfg}" for m in BUILTIN_MODULES] if module == "builtins" else [f"{module}.{cfg}"]
+        return any(n not in NON_MODELING_APIS and callable(get_symbol_from_name(n)) for n in names)
+    if not _trusted_module(module, cls) or module.startswith("tf_keras") or module.startswith("tensorflow_"):
+        return False
+    name = f"{module}.{cls}"
+    if name in NON_MODELING_APIS:
+        return False
+    if isinstance(get_symbol_from_name(name), type):  # a public class (layer, initializer, dtype policy)
+        return True
+    # else Keras imports `module` and takes a KerasSaveable from it: here only modules already imported
+    found = vars(sys.modules[module]).get(cls) if module.startswith("keras.src.") and module in sys.modules else None
+    return isinstance(found, type) and issubclass(found, KerasSaveable)
 
 
 def _objects(node: Any, layer: str | None) -> Iterator[tuple[dict, str | None]]:
