@@ -11,6 +11,7 @@ The int8 ONNX files hold 8-bit weight initializers, by default as uint8 with zer
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import struct
 import tempfile
@@ -35,49 +36,87 @@ class ConversionInputs:
     opset: int = 17
     input_name: str = "image"
     onnx_int8_encoding: str = "u8u8"  # weight storage of the int8 ONNX files (edgekit.convert.onnx_int8.encode_weights)
+    # written into every file's metadata (edgekit.convert.metadata), for the app that deploys it
+    source_sha256: str | None = None  # the source model file's
+    labels: tuple[str, ...] | None = None  # class names in output order (--labels FILE)
+    input_range: tuple[float, float] | None = None  # float range of the inputs; None: the representative set's
 
 
 def checked(make: Callable[[ConversionInputs, Path], None]):
     """A converter as the registry calls it, (variant, inputs, path): first check it has the QAT model
     or calibration images its row says it needs, then write, then check the file's input dtype is
     the declared `io_dtype`, so a converter that silently keeps float I/O (or a wrong flag) cannot
-    pass for an int8 file. The bare converter stays callable as `.convert`."""
+    pass for an int8 file, and last write what its app needs into it (edgekit.convert.metadata).
+    The bare converter stays callable as `.convert`."""
     @functools.wraps(make)
     def converter(variant: Variant, inputs: ConversionInputs, path: Path) -> None:
+        from edgekit.convert import keras3
+
         if variant.needs_calibration:
             _require_calibration(inputs, variant.name)
         if variant.needs_qat:
+            keras3.refuse_qat(inputs.float_model)
             _require_qat(inputs, variant.name)
         make(inputs, path)
-        got = io_details(path)[0][0]["dtype"]
+        io = io_details(path)
+        got = io[0][0]["dtype"]
         if got != variant.io_dtype:
             Path(path).unlink(missing_ok=True)
             raise ExportError(f"variant '{variant.name}' declares {variant.io_dtype} input but the converted file "
                               f"takes {got}; fix the variant's converter settings or its declared io_dtype")
+        _write_metadata(variant, inputs, Path(path), io)
     converter.convert = make
     return converter
+
+
+def _write_metadata(variant: Variant, inputs: ConversionInputs, path: Path, io) -> None:
+    from edgekit.convert.metadata import describe, write_metadata
+
+    x, span = inputs.representative, inputs.input_range
+    if span is None and x is not None and len(x):
+        span = (float(np.min(x)), float(np.max(x)))
+    try:
+        write_metadata(path, describe(variant.name, io, inputs.float_model, source_sha256=inputs.source_sha256,
+                                      labels=inputs.labels, input_range=span))
+    except Exception:
+        path.unlink(missing_ok=True)  # a file without its metadata is not a finished file
+        raise
 
 
 # ----------------------------------------------------------------------------- TFLite
 
 def _tflite(model, path: Path, configure: Callable[[Any], None], what: str, input_name: str) -> None:
     """Convert through a concrete function so the signature's keys are ours, not the layers'
-    (`from_keras_model` names a QAT model's output after its `quant_logits` wrapper)."""
-    import tensorflow as tf
-
+    (`from_keras_model` names a QAT model's output after its `quant_logits` wrapper); a Keras 3
+    model through a SavedModel with that same signature (edgekit.convert.keras3)."""
     try:
-        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=input_name)
-        fn = tf.function(lambda image: {OUTPUT_NAME: model(image, training=False)}, input_signature=[spec])
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
-        configure(converter)
-        with warnings.catch_warnings():
-            # int8 I/O: TF warns it has no input statistics, yet the input range is known
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            data = converter.convert()
+        with _tflite_converter(model, input_name) as converter:
+            configure(converter)
+            with warnings.catch_warnings():
+                # int8 I/O: TF warns it has no input statistics, yet the input range is known
+                warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+                data = converter.convert()
+    except ExportError:
+        raise
     except Exception as e:  # the converter raises ConverterError/ValueError/RuntimeError
         raise ExportError(f"TFLite {what} conversion of '{model.name}' failed ({one_line(e, 200)}); "
                           f"check the model's layers are TFLite-supported") from e
     Path(path).write_bytes(_name_io_tensors(data))
+
+
+@contextlib.contextmanager
+def _tflite_converter(model, input_name: str):
+    import tensorflow as tf
+
+    from edgekit.convert import keras3
+
+    if keras3.is_keras3(model):
+        with keras3.saved_model(model, input_name, OUTPUT_NAME) as saved:
+            yield keras3.tflite_converter(saved)
+        return
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=input_name)
+    fn = tf.function(lambda image: {OUTPUT_NAME: model(image, training=False)}, input_signature=[spec])
+    yield tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
 
 
 def _name_io_tensors(data: bytes) -> bytes:
@@ -220,9 +259,13 @@ def make_tflite_int8_qat(inputs: ConversionInputs, path: Path) -> None:
 def make_onnx_fp32(inputs: ConversionInputs, path: Path) -> None:
     import onnx
 
+    from edgekit.convert import keras3
     from edgekit.convert.onnx_int8 import compact, keras_to_onnx
 
-    onnx.save(compact(keras_to_onnx(inputs.float_model, inputs.opset, inputs.input_name)), str(path))
+    model = inputs.float_model
+    proto = (keras3.to_onnx(model, inputs.opset, inputs.input_name, OUTPUT_NAME) if keras3.is_keras3(model)
+             else keras_to_onnx(model, inputs.opset, inputs.input_name))
+    onnx.save(compact(proto), str(path))
 
 
 @register_converter(Format.ONNX, VariantClass.INT8_QAT)
