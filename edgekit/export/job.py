@@ -58,7 +58,9 @@ class ExportContext:
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
-    return None if labels is None else float(np.mean(np.argmax(outputs, axis=1) == labels))
+    from edgekit.core.metrics import top1_accuracy
+
+    return top1_accuracy(outputs, labels)
 
 
 def write_parity_inputs(run_dir: Path, name: str, x: np.ndarray, y: np.ndarray | None, description: str) -> dict:
