@@ -22,7 +22,7 @@ def _tiny_keras3(name: str = "k3"):
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((32, 32, 3))
-    x = keras.layers.Rescaling(2.0, offset=-1.0)(inp)  # [0, 1] pixels -> [-1, 1], inside the model
+    x = keras.layers.Rescaling(2.0, offset=-1.0, name="pixels")(inp)  # [0, 1] pixels -> [-1, 1], inside the model
     x = keras.layers.Conv2D(8, 3, strides=2)(x)
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU()(x)
@@ -164,7 +164,7 @@ def test_keras3_files_carry_their_metadata(made, keras3_file):
         meta = FileMetadata.from_json(read_metadata(path))
         assert meta.variant == name and meta.input_shape == (-1, 32, 32, 3) and meta.output_shape == (-1, 4)
         assert meta.labels == ("cat", "dog", "owl", "eel") and meta.source_sha256 == "ab" * 32
-        assert meta.preprocessing == ("rescaling: x * 2 + -1",)
+        assert meta.preprocessing == ("pixels: x * 2 + -1",)
         ins, outs = io_details(path)
         assert (meta.input_dtype, meta.input_scale, meta.output_scale) == \
             (ins[0]["dtype"], ins[0]["scale"], outs[0]["scale"])

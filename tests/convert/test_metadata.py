@@ -21,7 +21,7 @@ def tiny():
 
     tf_keras.utils.set_random_seed(0)
     model = tf_keras.Sequential([
-        tf_keras.Input((12, 12, 1)), tf_keras.layers.Rescaling(1 / 255.0),
+        tf_keras.Input((12, 12, 1)), tf_keras.layers.Rescaling(1 / 255.0, name="pixels"),
         tf_keras.layers.Conv2D(4, 3, activation="relu"), tf_keras.layers.Flatten(), tf_keras.layers.Dense(3)])
     x = np.random.default_rng(0).random((40, 12, 12, 1), dtype=np.float32) * 255
     return model, x
@@ -59,7 +59,7 @@ def test_metadata_round_trips_in_tflite_and_onnx_files(files, tiny):
         assert meta.variant == name and meta.edgekit_version == __version__ and meta.source_sha256 == SHA
         assert meta.labels == LABELS and meta.input_shape == (-1, 12, 12, 1) and meta.output_shape == (-1, 3)
         assert meta.input_range == (float(x.min()), float(x.max()))
-        assert meta.preprocessing == ("rescaling: x * 0.0039215686 + 0",)
+        assert meta.preprocessing == ("pixels: x * 0.0039215686 + 0",)
         assert (meta.input_name, meta.input_dtype, meta.input_scale, meta.input_zero_point) == \
             (ins[0]["signature_key"], ins[0]["dtype"], ins[0]["scale"], ins[0]["zero_point"])
         assert (meta.output_dtype, meta.output_scale, meta.output_zero_point) == \
