@@ -14,7 +14,7 @@ from edgekit.core import rundir
 from edgekit.bench.plan import PREDICT_BATCH, SECONDARY_SAMPLES, ModelFile, TestSet
 from edgekit.core.timing import TimingSettings
 from edgekit.core.results import STAT_FIELDS
-from edgekit.runtimes import RUNTIMES, source_runtime
+from edgekit.runtimes import RUNTIMES, runtime_for
 from edgekit.core.variants import Role, keras_variant
 
 PEAK_RSS_NOTE = ("peak_rss_mb: VmHWM of the runtime's own worker process, reset (/proc/self/clear_refs, after "
@@ -32,9 +32,13 @@ def _options_key(options: dict) -> str:
 
 def assemble_records(files: list[ModelFile], stale: dict[ModelFile, str], tests: dict[str, TestSet],
                      events: list[dict], runtimes: tuple[str, ...], option_sets: dict[str, list[dict]],
-                     threads: tuple[int, ...], batches: tuple[int, ...]) -> list[dict]:
+                     threads: tuple[int, ...], batches: tuple[int, ...],
+                     refs: dict[str, str | None] | None = None) -> list[dict]:
     """One record per (file, runtime, options, threads, batch) asked for, measured or not.
-    Worker events name files by their index among the usable (not stale) files, as plan_jobs does."""
+    Worker events name files by their index among the usable (not stale) files, as plan_jobs does.
+    Agreement is against the model's float Keras model; a model in `refs` (files `bench --model`
+    measured) is compared with the variant named there instead, and its records also say what
+    that reference is, the largest output difference from it and which inputs were used."""
     preds, timings, crashes, unavailable = {}, {}, {}, {}
     for ev in events:
         t = ev["type"]
@@ -47,11 +51,14 @@ def assemble_records(files: list[ModelFile], stale: dict[ModelFile, str], tests:
         elif t == "unavailable":
             unavailable[ev["runtime"]] = ev["error"]
     uid = {f: i for i, f in enumerate(f for f in files if f not in stale)}
-    reference = {}  # model -> the float Keras model's top-1 classes
+    refs = refs or {}
+    reference, ref_outputs = {}, {}  # model -> the reference's top-1 classes, its outputs file
     for f in uid:
-        ev = preds.get((source_runtime().name, uid[f], _options_key({})))
-        if f.variant == keras_variant(Role.SOURCE).name and ev and "classes" in ev:
+        rt = runtime_for(f.path)
+        ev = preds.get((rt.name, uid[f], _options_key(rt.option_grid()[0])))
+        if f.variant == refs.get(f.model, keras_variant(Role.SOURCE).name) and ev and "classes" in ev:
             reference[f.model] = np.asarray(ev["classes"])
+            ref_outputs[f.model] = ev.get("outputs")
 
     records = []
     for f in files:
@@ -72,8 +79,24 @@ def assemble_records(files: list[ModelFile], stale: dict[ModelFile, str], tests:
                             _fill(rec, preds.get((name, i, okey)), timings.get((name, i, okey, th, batch)),
                                   crashes.get((name, i)), tests[f.model], reference.get(f.model))
                         rec["status"] = "ok" if rec["error"] is None else "failed"
+                        if f.model in refs:
+                            pred = preds.get((name, uid.get(f, -1), okey)) or {}
+                            rec.update(reference=refs[f.model], inputs=tests[f.model].description,
+                                       max_abs_diff=_max_abs_diff(pred.get("outputs"), ref_outputs.get(f.model)))
                         records.append(rec)
     return records
+
+
+def _max_abs_diff(outputs: str | None, reference: str | None) -> float | None:
+    """Largest absolute difference between a file's outputs and its reference's on the same
+    inputs (the first n of them: a secondary option set predicts fewer); None without both."""
+    if not outputs or not reference:
+        return None
+    a, b = np.load(outputs), np.load(reference)
+    n = min(len(a), len(b))
+    if a.shape[1:] != b.shape[1:] or n == 0:
+        return None
+    return float(np.max(np.abs(a[:n].astype(np.float64) - b[:n])))
 
 
 def _base_record(f: ModelFile, runtime: str, options: dict, threads, batch, test: TestSet) -> dict:

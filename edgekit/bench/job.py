@@ -43,6 +43,8 @@ class BenchJob:
     predict_samples: tuple[int | None, ...]  # per option set: first n images, None = all
     predict_batch: int                       # batch of the accuracy run
     reference_only: bool = False             # a Keras worker that only supplies the float predictions
+    describe: bool = False                   # only open each unit and say what input it takes ("io" events)
+    outputs_dir: str | None = None           # save each accuracy run's outputs here (max_abs_diff vs a reference)
 
     def timed_settings(self) -> int:
         """How many (file, options, threads, batch) latencies this job measures (for progress)."""

@@ -1,5 +1,7 @@
 """What `edgekit bench` measures: the files the manifest lists, the images each model is judged
-on, and the worker jobs that measure them (one per runtime; edgekit.bench runs them).
+on, and the worker jobs that measure them (one per runtime; edgekit.bench runs them). Files that
+another tool made (`edgekit bench --model`) are listed in the manifest's "external" section
+(written by edgekit.bench.external) and read here like any other.
 
 Nothing here runs a model: files, test sets and jobs are plain data, so the plan can be read
 and tested without a runtime.
@@ -16,7 +18,7 @@ from edgekit.core import rundir
 from edgekit.bench.job import BenchJob, BenchUnit
 from edgekit.errors import RunDirError
 from edgekit.core.timing import TimingSettings
-from edgekit.runtimes import RUNTIMES, source_runtime
+from edgekit.runtimes import RUNTIMES
 from edgekit.core.variants import Role, keras_variant
 
 SOURCE, QAT = keras_variant(Role.SOURCE), keras_variant(Role.QAT)   # the two Keras models' rows
@@ -27,6 +29,7 @@ QUICK_SAMPLES = 1000        # --quick: accuracy on the first 1000 test images
 # full bench in budget. Each record's `samples` says which.
 SECONDARY_SAMPLES = 2000
 PREDICT_BATCH = 256         # batch of the accuracy runs
+EXTERNAL = "external"       # the manifest section of `edgekit bench --model` (edgekit.bench.external)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,17 @@ def find_model_files(run_dir: Path, manifest: dict) -> list[ModelFile]:
             if v.get("status") == "ok":
                 add(model, variant, v.get("format", Path(v["file"]["path"]).suffix.lstrip(".")),
                     v.get("variant_class", "unknown"), v.get("file"))
+    ext = rundir.section(manifest, EXTERNAL)
+    for variant, rec in (ext.get("files") or {}).items():
+        add(ext["model"], variant, rec["format"], rec["variant_class"], rec)
     return files
+
+
+def references(manifest: dict) -> dict[str, str]:
+    """model -> the variant its agreement is measured against: the float Keras model, unless
+    `bench --model --reference` named another file (or none: no agreement)."""
+    ext = rundir.section(manifest, EXTERNAL)
+    return {ext["model"]: ext.get("reference")} if ext.get("model") else {}
 
 
 def file_problem(f: ModelFile) -> str | None:
@@ -97,9 +110,14 @@ def load_test_sets(run_dir: Path, manifest: dict, models: list[str], quick: bool
     train = rundir.section(manifest, "train")
     cache: dict[str, TestSet] = {}
     out: dict[str, TestSet] = {}
+    ext = rundir.section(manifest, EXTERNAL)
     for model in models:
         t = rundir.model_record(manifest, "train", model)
-        if t:
+        if model == ext.get("model"):
+            rec = ext.get("inputs") or {}
+            key = json.dumps(["external", rec.get("path"), rec.get("sha256")])
+            cache[key] = _parity_inputs(run_dir, model, rec, key, "edgekit bench --model ... --force")
+        elif t:
             cfg = t.get("config", {})
             name = cfg.get("dataset") or train.get("dataset", {}).get("name")
             key = json.dumps(["dataset", name, cfg.get("data_dir")])
@@ -120,32 +138,35 @@ def load_test_sets(run_dir: Path, manifest: dict, models: list[str], quick: bool
     return out
 
 
-def _parity_inputs(run_dir: Path, model: str, rec: dict, key: str) -> TestSet:
-    """The images (x, labels y if the user's sample had them) export judged a user model on,
-    from the file export wrote: bench measures on exactly those, never on inputs made again."""
+def _parity_inputs(run_dir: Path, model: str, rec: dict, key: str, remedy: str = "edgekit export") -> TestSet:
+    """The images (x, labels y if the user's sample had them) export judged a user model on, or
+    the inputs `bench --model` recorded, from the file that stage wrote: bench measures on
+    exactly those, never on inputs made again."""
     rel = rec.get("path")
     if not rel:
         raise RunDirError(f"{run_dir / rundir.MANIFEST} records no parity inputs for '{model}' "
-                          f"(export/{model}/parity_inputs.npz); re-run `edgekit export`")
+                          f"(export/{model}/parity_inputs.npz); re-run `{remedy}`")
     path = rundir.resolve(run_dir, rel)
     if not path.is_file():
-        raise RunDirError(f"{path} is missing although the manifest lists it; re-run `edgekit export`")
+        raise RunDirError(f"{path} is missing although the manifest lists it; re-run `{remedy}`")
     if rundir.sha256_file(path) != rec.get("sha256"):
-        raise RunDirError(f"{path} no longer matches its recorded sha256; re-run `edgekit export` (--force)")
+        raise RunDirError(f"{path} no longer matches its recorded sha256; re-run `{remedy}` (--force)")
     try:
         with np.load(path, allow_pickle=False) as z:
             x, y = z["x"], (z["y"] if "y" in z.files else None)
     except (OSError, ValueError, KeyError) as e:
-        raise RunDirError(f"{path} holds no parity inputs x ({type(e).__name__}); re-run `edgekit export`") from e
+        raise RunDirError(f"{path} holds no parity inputs x ({type(e).__name__}); re-run `{remedy}`") from e
     return TestSet(key, rec.get("description") or f"parity inputs of {model}", x, y)
 
 
 def plan_jobs(files: list[ModelFile], tests: dict[str, TestSet], data_paths: dict[str, str],
               runtimes: tuple[str, ...], option_sets: dict[str, list[dict]], threads: tuple[int, ...],
-              batches: tuple[int, ...], timing: TimingSettings) -> list[BenchJob]:
+              batches: tuple[int, ...], timing: TimingSettings, refs: dict[str, str | None] | None = None,
+              outputs_dir: str | None = None) -> list[BenchJob]:
     """One worker per runtime (per thread count for Keras, whose thread pools are fixed at
-    first use). Without the keras runtime, a Keras worker still computes the float model's
-    predictions, which every agreement figure is measured against."""
+    first use). A reference (the float Keras model, or the file `refs` names for its model) whose
+    runtime is not benched still gets a worker that only predicts: every agreement figure is
+    measured against it. `outputs_dir`: the workers keep every accuracy run's outputs there."""
     units = [BenchUnit(i, f.model, f.variant, str(f.path), tests[f.model].key) for i, f in enumerate(files)]
     by_id = dict(zip((u.id for u in units), files))
     jobs = []
@@ -160,17 +181,20 @@ def plan_jobs(files: list[ModelFile], tests: dict[str, TestSet], data_paths: dic
                        threads=tuple(threads), batches=tuple(batches), timing=timing, predict=True,
                        predict_threads=min(threads),
                        predict_samples=(None,) + (SECONDARY_SAMPLES,) * (len(option_sets[name]) - 1),
-                       predict_batch=PREDICT_BATCH)
+                       predict_batch=PREDICT_BATCH, outputs_dir=outputs_dir)
         if RUNTIMES[name].runs_sources:  # one worker per thread count; the accuracy run in the first
             jobs += [replace(job, threads=(t,), predict=t == min(threads), predict_threads=t) for t in threads]
         else:
             jobs.append(job)
-    reference_runtime = source_runtime().name
-    if reference_runtime not in runtimes:
-        ref = tuple(u for u in units if by_id[u.id].variant == SOURCE.name)
+    refs = refs or {}
+    for rt in RUNTIMES.values():
+        if rt.name in runtimes:
+            continue
+        ref = tuple(u for u in units if by_id[u.id].variant == refs.get(u.model, SOURCE.name)
+                    and rt.can_run(by_id[u.id].path))
         if ref:
-            jobs.insert(0, BenchJob(runtime=reference_runtime, units=ref, data=data_paths, option_sets=({},), threads=(),
-                                    batches=tuple(batches), timing=None, predict=True,
+            jobs.insert(0, BenchJob(runtime=rt.name, units=ref, data=data_paths, option_sets=(rt.option_grid()[0],),
+                                    threads=(), batches=tuple(batches), timing=None, predict=True,
                                     predict_threads=min(threads), predict_samples=(None,),
-                                    predict_batch=PREDICT_BATCH, reference_only=True))
+                                    predict_batch=PREDICT_BATCH, reference_only=True, outputs_dir=outputs_dir))
     return jobs

@@ -34,8 +34,8 @@ from edgekit.runtimes import RUNTIME_DISTS
 
 from edgekit.core import machine, rundir
 from edgekit.bench.job import BenchJob
-from edgekit.bench.plan import (ModelFile, TestSet, file_problem, find_model_files, load_test_sets,
-                                plan_jobs)
+from edgekit.bench.plan import (EXTERNAL, ModelFile, TestSet, file_problem, find_model_files, load_test_sets,
+                                plan_jobs, references)
 from edgekit.bench.assemble import assemble_records, export_failure_records, settings_record
 from edgekit.errors import ConfigError, RunDirError
 from edgekit.core.timing import FULL, QUICK
@@ -84,15 +84,18 @@ def bench_run(run_dir: str | Path, runtimes: Iterable[str] = RUNTIME_ORDER,
 
     stale = {f: why for f in files if (why := file_problem(f))}
     usable = [f for f in files if f not in stale]
+    refs = references(manifest)
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         data_paths = {}
         for t in {t.key: t for t in tests.values()}.values():
             data_paths[t.key] = str(Path(tmp) / f"x-{len(data_paths)}.npy")
             np.save(data_paths[t.key], t.x)
         option_sets = {name: RUNTIMES[name].option_grid() for name in runtimes}
-        jobs = plan_jobs(usable, tests, data_paths, runtimes, option_sets, threads, batches, timing)
+        outputs = rundir.make_dir(Path(tmp) / "outputs") if refs else None
+        jobs = plan_jobs(usable, tests, data_paths, runtimes, option_sets, threads, batches, timing,
+                         refs, outputs and str(outputs))
         events = _run_jobs(jobs, Path(tmp), progress)
-    records = assemble_records(files, stale, tests, events, runtimes, option_sets, threads, batches)
+        records = assemble_records(files, stale, tests, events, runtimes, option_sets, threads, batches, refs)
     records += export_failure_records(manifest)
 
     results = {
@@ -130,6 +133,10 @@ def bench_key(manifest: dict, runtimes: tuple[str, ...], threads: tuple[int, ...
             hashes += [f["sha256"] for f in v.get("files", [])]
         if (rec.get("parity_inputs") or {}).get("sha256"):
             hashes.append(rec["parity_inputs"]["sha256"])
+    ext = rundir.section(manifest, EXTERNAL)  # files another tool made, their inputs and reference
+    hashes += [rec["sha256"] for _, rec in sorted((ext.get("files") or {}).items())]
+    if ext:
+        hashes += [ext["inputs"]["sha256"], str(ext.get("reference"))]
     cpu = machine.describe()
     return rundir.stage_key("bench", {"quick": quick, "cpu_model": cpu["cpu_model"], "int8_flags": cpu["int8_flags"],
                                       "runtimes": list(runtimes), "threads": list(threads),

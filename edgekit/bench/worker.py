@@ -16,10 +16,13 @@ event per line to its stdout and nothing else there (anything a library prints g
   {"type": "timing", "id", "options", "threads", "batch", "stats" | "error", "peak_rss_mb", "seconds"}
   {"type": "predictions", "id", "options", "classes" | "error", "seconds"}
   {"type": "unavailable", "error"}                    the runtime is not installed
+  {"type": "io", "id", "input_shape", "input_dtype", "input_quant" | "error"}   describe jobs only
+With `outputs_dir`, each "predictions" event also names an .npy of the outputs ("outputs").
 Peak memory: see `peak_rss_mb`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -110,12 +113,16 @@ def as_float(x: np.ndarray) -> np.ndarray:
     return to_float(x) if x.dtype == np.uint8 else np.asarray(x, np.float32)
 
 
-def predict_classes(session, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Top-1 class of every image, batched as the runtime allows."""
+def predict_classes(session, x: np.ndarray, batch_size: int, keep: list | None = None) -> np.ndarray:
+    """Top-1 class of every image, batched as the runtime allows; the outputs are appended to
+    `keep` when given (a reference comparison needs them, not only their argmax)."""
     classes = []
     for i in range(0, len(x), PREDICT_CHUNK):
         logits = session.predict(as_float(x[i:i + PREDICT_CHUNK]), batch_size=batch_size)
-        classes.append(np.asarray(logits).reshape(len(logits), -1).argmax(axis=1))
+        flat = np.asarray(logits).reshape(len(logits), -1)
+        classes.append(flat.argmax(axis=1))
+        if keep is not None:
+            keep.append(flat)
     return np.concatenate(classes)
 
 
@@ -139,6 +146,9 @@ def run_job(job: BenchJob, emit: Emit) -> None:
     emit(type="ready", baseline_rss_mb=rss_mb(), rss_resets=reset_peak_rss())
     for unit in job.units:
         emit(type="unit", id=unit.id)
+        if job.describe:
+            _describe(runtime, unit, emit)
+            continue
         x, path = data[unit.data], Path(unit.path)
         for options, limit in zip(job.option_sets, job.predict_samples):
             x_predict = x if limit is None else x[:limit]
@@ -150,6 +160,19 @@ def run_job(job: BenchJob, emit: Emit) -> None:
                 predicted |= predict
             if job.predict and not predicted:
                 _session(runtime, job, Session(unit.id, path, options, job.predict_threads, x, None, x_predict), emit)
+
+
+def _describe(runtime, unit, emit: Emit) -> None:
+    """Open the file on its runtime (here, in the worker: a file from elsewhere is never opened in
+    edgekit's own process) and say what input it takes."""
+    try:
+        session = runtime.open(Path(unit.path), threads=1)
+        quant = session.input_quant
+        emit(type="io", id=unit.id, input_shape=[int(d) for d in session.input_shape],
+             input_dtype=np.dtype(session.input_dtype).name,
+             input_quant=None if quant is None else [float(quant[0]), int(quant[1])])
+    except Exception as e:  # the runtime's own load errors vary; the caller turns them into one line
+        emit(type="io", id=unit.id, error=_error(e))
 
 
 @dataclass(frozen=True)
@@ -198,12 +221,19 @@ def _session(runtime, job: BenchJob, s: Session, emit: Emit) -> None:
              peak_rss_mb=peak_rss_mb(), seconds=round(time.monotonic() - t0, 3))
     if x_predict is not None:
         t0 = time.monotonic()
+        keep = [] if job.outputs_dir else None
         try:
-            classes = predict_classes(session, x_predict, job.predict_batch)
+            classes = predict_classes(session, x_predict, job.predict_batch, keep)
         except Exception as e:
             emit(type="predictions", **base, error=_error(e), seconds=round(time.monotonic() - t0, 3))
             return
-        emit(type="predictions", **base, classes=classes.tolist(), seconds=round(time.monotonic() - t0, 3))
+        saved = {}
+        if keep is not None:
+            tag = hashlib.sha256(json.dumps(s.options, sort_keys=True).encode()).hexdigest()[:12]
+            out = Path(job.outputs_dir) / f"{job.runtime}-{s.uid}-{tag}.npy"
+            np.save(out, np.concatenate(keep))
+            saved = {"outputs": str(out)}
+        emit(type="predictions", **base, classes=classes.tolist(), **saved, seconds=round(time.monotonic() - t0, 3))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -267,15 +267,18 @@ def _latency_sections(ok: list[dict], setting) -> list[Section]:
         return []
     rows = records_at(ok, setting)
     images, note = _image_note(rows)
-    head = ("model", "variant", "runtime", "accuracy %", "agreement %", *(("images",) * images), "size KiB",
-            "p50 ms", "p90 ms", "img/s")
+    ext = next((r for r in rows if "inputs" in r), None)  # files `edgekit bench --model` measured
+    head = ("model", "variant", "runtime", "accuracy %", "agreement %", *(("max abs diff",) * bool(ext)),
+            *(("images",) * images), "size KiB", "p50 ms", "p90 ms", "img/s")
     t = Table(head, numeric=(False, False, False, *(True,) * (len(head) - 3)))
     for r in rows:
         t.add(r["model"], r["variant"], setting_label(r), _pct(r.get("accuracy")), _pct(r.get("agreement")),
-              *((_num(r.get("samples"), ",d"),) * images), _kib(r.get("size_bytes")), _ms(r.get("p50_ms")),
-              _ms(r.get("p90_ms")), _num(r.get("throughput_ips"), ",.0f"))
-    return [Section(f"Latency and accuracy ({setting_text(setting)})", "Agreement is top-1 agreement with the float "
-                    f"Keras model on the same images. {note}", t)]
+              *((_num(r.get("max_abs_diff"), ".3g"),) * bool(ext)), *((_num(r.get("samples"), ",d"),) * images),
+              _kib(r.get("size_bytes")), _ms(r.get("p50_ms")), _ms(r.get("p90_ms")), _num(r.get("throughput_ips"), ",.0f"))
+    about = (f"Files made elsewhere, fed {ext['inputs']}; agreement (top-1) and max abs diff are against "
+             f"{ext.get('reference') or 'no reference (none given)'}." if ext else
+             f"Agreement is top-1 agreement with the float Keras model on the same images. {note}")
+    return [Section(f"Latency and accuracy ({setting_text(setting)})", about, t)]
 
 
 def _all_measurements(records: list[dict], ok: list[dict]) -> list[Section]:
