@@ -145,6 +145,8 @@ class QatRecord:
     accuracy: float | None = None
     seconds: float = 0.0
     fit: Any = None                  # the fine-tuning history (absent from the JSON until it ran)
+    output: str | None = None        # "logits" or "softmax": the loss fine-tuning used (absent before 0.2)
+    float_layers: tuple[str, ...] | None = None   # layers tfmot left float (absent before 0.2)
 
     @property
     def ok(self) -> bool:
@@ -161,6 +163,10 @@ class QatRecord:
              "learning_rate": self.learning_rate, "seconds": self.seconds}
         if self.fit is not None:
             d["fit"] = self.fit
+        if self.output is not None:
+            d["output"] = self.output
+        if self.float_layers is not None:
+            d["float_layers"] = list(self.float_layers)
         return d
 
     @classmethod
@@ -168,4 +174,5 @@ class QatRecord:
         return cls(status=_enum(Status, d.get("status", "?")), error=d.get("error"), key=d.get("key", ""),
                    epochs=d.get("epochs"), learning_rate=d.get("learning_rate"), file=d.get("file"),
                    files=tuple(d.get("files") or ()), accuracy=d.get("accuracy"), seconds=d.get("seconds", 0.0),
-                   fit=d.get("fit"))
+                   fit=d.get("fit"), output=d.get("output"),
+                   float_layers=None if d.get("float_layers") is None else tuple(d["float_layers"]))

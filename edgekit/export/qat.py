@@ -16,7 +16,7 @@ from edgekit.export.job import ModelJob, accuracy
 from edgekit.export.variant import loud
 from edgekit.core.progress import Progress
 
-QAT_BATCH_SIZE = 128
+QAT_BATCH_SIZE = 128   # at most; large models get fewer images a batch (edgekit.convert.memory)
 # HDF5, not .keras: tf_keras 2.21 saves a tfmot QAT model as .keras but cannot load it back
 # ("Layer 'quantize_layer' expected 5 variables, but received 3"); .h5 round-trips exactly.
 QAT_FILE = "qat.h5"
@@ -32,11 +32,15 @@ def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], An
     (model or None, record); a failure is recorded, not raised."""
     import warnings
 
-    from edgekit.verify.parity import predict_keras
+    from edgekit.convert.memory import TRAINING_FACTOR, activation_bytes_per_sample, batch_for_memory
     from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.verify.parity import predict_keras
 
+    # the batch itself follows from the model (whose sha256 is in the key) and this cap; a qat.h5
+    # fine-tuned on logits whatever the head, or refused for a layer now left float, is not current
     key = rundir.stage_key("export-qat", {"epochs": profile.qat_epochs, "learning_rate": profile.qat_learning_rate,
-                                          "batch_size": QAT_BATCH_SIZE, "seed": job.seed, "data": job.data_key},
+                                          "batch_size": QAT_BATCH_SIZE, "seed": job.seed, "data": job.data_key,
+                                          "loss": "matches-output", "partial": True, "batch": "by-memory"},
                            [source["sha256"]])
     base = QatRecord(status=Status.SKIPPED, error=None, key=key, epochs=profile.qat_epochs,
                      learning_rate=profile.qat_learning_rate)
@@ -51,11 +55,14 @@ def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], An
 
     model = float_model()
     t0 = time.monotonic()
-    progress.update(f"QAT fine-tuning ({profile.qat_epochs:g} epochs of {len(job.y_fit)} images)", model=job.name)
+    batch = batch_for_memory(activation_bytes_per_sample(model), most=QAT_BATCH_SIZE, factor=TRAINING_FACTOR, least=8)
+    progress.update(f"QAT fine-tuning ({profile.qat_epochs:g} epochs of {len(job.y_fit)} images, batch {batch})",
+                    model=job.name)
     try:
         qat_model = make_qat_model(model)
         fit = finetune_qat(qat_model, job.x_fit, job.y_fit, epochs=profile.qat_epochs,
-                           learning_rate=profile.qat_learning_rate, batch_size=QAT_BATCH_SIZE, seed=job.seed)
+                           learning_rate=profile.qat_learning_rate, batch_size=batch, seed=job.seed)
+        fit["batch_size"] = batch
         with rundir.atomic_path(path) as tmp, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy")  # chosen on purpose: QAT_FILE
             qat_model.save(str(tmp))
@@ -66,9 +73,11 @@ def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], An
     file_rec = rundir.file_record(run_dir, path)
     acc = accuracy(predict_keras(qat_model, job.x_parity), job.y_parity)
     rec = dataclasses.replace(base, status=Status.OK, file=file_rec, files=(file_rec,), accuracy=acc, fit=fit,
+                              output=fit.get("output"), float_layers=tuple(fit.get("float_layers") or ()),
                               seconds=round(time.monotonic() - t0, 3))
-    progress.update(f"QAT done in {rec.seconds:.0f}s" + ("" if acc is None else f", accuracy={acc:.4f}"),
-                    model=job.name)
+    left = f", {len(rec.float_layers)} layers left float" if rec.float_layers else ""
+    progress.update(f"QAT done in {rec.seconds:.0f}s ({rec.output} loss{left})"
+                    + ("" if acc is None else f", accuracy={acc:.4f}"), model=job.name)
     return qat_model, rec
 
 

@@ -334,7 +334,8 @@ def _conversion_inputs(job: ModelJob, profile: Profile, todo: list, float_model:
     from edgekit.convert.quantize import representative_set
 
     representative = None
-    if job.x_fit is not None and any(v.needs_calibration for v in todo):
+    # a QAT model with layers left float needs calibration for tflite-int8-qat too (make_tflite_int8_qat)
+    if job.x_fit is not None and any(v.needs_calibration or v.needs_qat for v in todo):
         representative = representative_set(job.x_fit, profile.representative_samples, seed=job.seed)
     return ConversionInputs(float_model=float_model(), qat_model=qat_model, representative=representative,
                             opset=profile.onnx_opset, input_name="image",
