@@ -102,7 +102,8 @@ def cmd_export(args) -> int:
     else:
         out = _export_out(args)
         section = export_model(args.model, out, profile, calibration=args.calibration_data,
-                               force=args.force, progress=_progress(args), trust_model=args.trust_model)
+                               force=args.force, progress=_progress(args), trust_model=args.trust_model,
+                               labels=args.labels)
         where = out
     failed = _print_export_summary(section)
     print(f"manifest: {Path(where) / 'manifest.json'}")
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--calibration-data", metavar="NPZ",
                    help="with --model: .npz with x (inputs, floats in [0, 1]) and optional y (labels)")
     e.add_argument("--out", metavar="DIR", help="with --model: output directory (default: <model>-export)")
+    e.add_argument("--labels", metavar="FILE", help="with --model: class names, one a line in output order; "
+                   "written into every exported file's metadata")
     e.add_argument("--profile", default="default", help=profile_help + " (default: default)")
     e.add_argument("--force", action="store_true", help="export again even if finished variants are up to date")
     e.add_argument("--trust-model", action="store_true",

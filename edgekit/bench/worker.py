@@ -34,67 +34,13 @@ from typing import Callable
 import numpy as np
 
 from edgekit.bench.job import BenchJob
+from edgekit.core.resources import peak_rss_mb, release_memory, reset_peak_rss, rss_mb
 from edgekit.core.timing import TimingSettings
 from edgekit.errors import one_line
 
 PREDICT_CHUNK = 2048   # images converted to float at a time (the data stays uint8 until then)
 
 Emit = Callable[..., None]
-
-
-# ---------------------------------------------------------------------------------------------
-# Resident memory
-
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's high-water mark to the current RSS (Linux >= 4.0); False if unsupported,
-    in which case peak_rss_mb is the worker's peak since it started."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def release_memory() -> None:
-    """Collect garbage and hand free heap pages back to the OS (glibc malloc_trim), so memory an
-    earlier session freed does not count in the next session's peak."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
-
-
-def rss_mb() -> float | None:
-    kb = _status_kb("VmRSS")
-    return None if kb is None else round(kb / 1024.0, 2)
-
-
-def peak_rss_mb() -> float:
-    """VmHWM: the peak resident set of this whole process since the last reset: the Python
-    interpreter, the runtime's libraries, the worker's test images, allocator pages kept from
-    earlier sessions, plus this session (model, arena, thread pool)."""
-    kb = _status_kb("VmHWM")
-    if kb is not None:
-        return round(kb / 1024.0, 2)
-    import resource  # not Linux: ru_maxrss is KiB on Linux, bytes on macOS
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0, 2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ class VariantRecord:
     seconds: float = 0.0
     onnx_int8_encoding: str | None = None     # ONNX int8 files only (absent from the JSON otherwise)
     emulated_parity: tuple[dict, ...] | None = None   # in the JSON of every measured file (null: none)
+    peak_rss_mb: float | None = None          # the export process's peak while making and measuring it (absent before 0.2)
 
     @property
     def measured(self) -> bool:
@@ -111,6 +112,8 @@ class VariantRecord:
             d["onnx_int8_encoding"] = self.onnx_int8_encoding
         if self.file is not None:
             d["emulated_parity"] = None if self.emulated_parity is None else list(self.emulated_parity)
+        if self.peak_rss_mb is not None:
+            d["peak_rss_mb"] = self.peak_rss_mb
         return d
 
     @classmethod
@@ -125,7 +128,7 @@ class VariantRecord:
                    parity=d.get("parity"), kernel_fidelity=d.get("kernel_fidelity"), audit=d.get("audit"),
                    checks=tuple(Check.from_json(c) for c in d.get("checks") or ()),
                    seconds=d.get("seconds", 0.0), onnx_int8_encoding=d.get("onnx_int8_encoding"),
-                   emulated_parity=None if emulated is None else tuple(emulated))
+                   emulated_parity=None if emulated is None else tuple(emulated), peak_rss_mb=d.get("peak_rss_mb"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def scrubbed_environ(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def export_contained(model_path: Path, out_dir: Path, profile: Profile, calibration=None,
-                     force: bool = False, progress: Progress | None = None) -> dict:
+                     force: bool = False, progress: Progress | None = None, labels=None) -> dict:
     """Run export_model(trust_model=True) in a scrubbed subprocess; returns the export section
     of the manifest it wrote, or raises the error it raised (same type, same one line)."""
     from edgekit.core import rundir
@@ -81,7 +81,8 @@ def export_contained(model_path: Path, out_dir: Path, profile: Profile, calibrat
         (work / "tmp").mkdir()
         job = {"model": str(Path(model_path).resolve()), "out": str(Path(out_dir).resolve()),
                "profile": profile_to_dict(profile), "force": force, "quiet": progress.quiet,
-               "calibration": None if calibration is None else str(Path(calibration).resolve())}
+               "calibration": None if calibration is None else str(Path(calibration).resolve()),
+               "labels": None if labels is None else str(Path(labels).resolve())}
         rundir.atomic_write_json(work / "job.json", job)
         env = scrubbed_environ()
         package_root = str(Path(__file__).resolve().parents[2])   # importable from any cwd

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     result_path = job_path.parent / contained.RESULT
     try:
         export_model(job["model"], job["out"], profile_from_dict(job["profile"]), calibration=job["calibration"],
+                     labels=job.get("labels"),
                      force=job["force"], progress=Progress(quiet=job["quiet"]), trust_model=True)
     except errors.EdgekitError as e:
         rundir.atomic_write_json(result_path, {"error": {"type": type(e).__name__, "message": str(e)}})

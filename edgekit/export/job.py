@@ -36,6 +36,8 @@ class ModelJob:
     data_record: dict = field(default_factory=dict)   # the export section's `data`: how the data was chosen
     parity_inputs: dict | None = None   # the model's `parity_inputs` record: where bench finds x_parity
     model: Any = None                # the float Keras model when the caller has loaded it already
+    labels: tuple[str, ...] | None = None   # class names for every file's metadata (--labels)
+    input_range: tuple[float, float] | None = None   # the inputs' value range, when known (metadata)
 
 
 @dataclass(frozen=True, eq=False)

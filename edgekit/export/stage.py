@@ -97,6 +97,7 @@ def export_run(run_dir: str | Path, profile: Profile, models=None, force: bool =
             x_fit=x_tr, y_fit=y_tr, seed=seed,  # uint8: QAT and calibration scale it themselves
             data_key={"data_sha256": sha, "val_fraction": cfg.get("val_fraction", 0.1), "seed": seed},
             data_record=data,  # no file: bench reads the same test set from the data set itself
+            input_range=(0.0, 1.0),  # to_float: pixels / 255
             parity_inputs={"dataset": dataset_name, "samples": int(n_par), "data_sha256": sha,
                            "description": f"{ds.name} test set"})
         export_one(run_dir, job, profile, force=force, progress=progress)
@@ -107,7 +108,8 @@ def export_run(run_dir: str | Path, profile: Profile, models=None, force: bool =
 
 
 def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, calibration=None,
-                 force: bool = False, progress: Progress | None = None, trust_model: bool = False) -> dict:
+                 force: bool = False, progress: Progress | None = None, trust_model: bool = False,
+                 labels: str | Path | None = None) -> dict:
     """Export a user's Keras model (any input shape and class count) into `out_dir`, a run
     directory of its own. With a calibration .npz (x, optional y) it makes every variant;
     without one only those that need no data, and records the others as skipped.
@@ -124,10 +126,17 @@ def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, 
     variants = resolve_variants(profile)
     scan = check_model(model_path, trust_model=trust_model)   # before any deserialization or write
     if trust_model and not contained.in_worker():
-        return contained.export_contained(model_path, out_dir, profile, calibration, force=force, progress=progress)
+        return contained.export_contained(model_path, out_dir, profile, calibration, force=force, progress=progress,
+                                          labels=labels)
     # scanned just above; safe mode stays on unless the user trusts the file (then we are the worker)
     model = load_keras_model(model_path, trust_model=trust_model, scanned=True)
     input_shape = _single_input_shape(model, model_path)
+    names = None
+    if labels is not None:
+        from edgekit.convert.metadata import check_labels, read_labels
+
+        names = read_labels(labels)
+        check_labels(names, int(model.output_shape[-1]))
     name = model_path.stem if model_path.is_file() else model_path.name
     if calibration is not None:
         x, y = load_calibration(calibration, input_shape)
@@ -164,7 +173,7 @@ def export_model(model_path: str | Path, out_dir: str | Path, profile: Profile, 
     rundir.update_manifest(out_dir, put_scan)
     # the inputs parity runs on, stored before any variant is made: bench measures on the same images
     parity_inputs = write_parity_inputs(out_dir, name, job.x_parity, job.y_parity, described)
-    job = dataclasses.replace(job, parity_inputs=parity_inputs, model=model)
+    job = dataclasses.replace(job, parity_inputs=parity_inputs, model=model, labels=names)
     export_one(out_dir, job, profile, force=force, progress=progress)
     manifest = rundir.load_manifest(out_dir)
     if own_stage:
@@ -257,7 +266,7 @@ def export_one(run_dir: Path, job: ModelJob, profile: Profile, force: bool = Fal
         header = _model_header(job, source, ref_outputs[Reference.FLOAT])
     else:  # everything current: the recorded header describes this very source and data
         header = {k: old[k] for k in ("source", "input_shape", "num_classes", "float_accuracy")}
-    inputs = _conversion_inputs(job, profile, todo, float_model, qat_model) if todo else None
+    inputs = _conversion_inputs(job, profile, todo, float_model, qat_model, source["sha256"]) if todo else None
     rundir.update_manifest(run_dir, functools.partial(_put_header, job=job, profile=profile, header=header, qat=qat))
 
     ctx = ExportContext(run_dir=run_dir, out_dir=run_dir / "export" / job.name, job=job, profile=profile,
@@ -327,7 +336,8 @@ def _model_header(job: ModelJob, source: dict, float_outputs: np.ndarray) -> dic
             "num_classes": int(float_outputs.shape[-1]), "float_accuracy": accuracy(float_outputs, job.y_parity)}
 
 
-def _conversion_inputs(job: ModelJob, profile: Profile, todo: list, float_model: FloatModel, qat_model):
+def _conversion_inputs(job: ModelJob, profile: Profile, todo: list, float_model: FloatModel, qat_model,
+                       source_sha256: str | None = None):
     """What the converters of the variants to make read: the Keras models and, when one of them
     needs calibration and there is data, the representative set."""
     from edgekit.convert.converters import ConversionInputs
@@ -339,7 +349,8 @@ def _conversion_inputs(job: ModelJob, profile: Profile, todo: list, float_model:
         representative = representative_set(job.x_fit, profile.representative_samples, seed=job.seed)
     return ConversionInputs(float_model=float_model(), qat_model=qat_model, representative=representative,
                             opset=profile.onnx_opset, input_name="image",
-                            onnx_int8_encoding=profile.onnx_int8_encoding)
+                            onnx_int8_encoding=profile.onnx_int8_encoding, source_sha256=source_sha256,
+                            labels=job.labels, input_range=job.input_range)
 
 
 def _put_header(m: dict, *, job: ModelJob, profile: Profile, header: dict, qat: QatRecord | None) -> None:

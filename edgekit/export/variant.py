@@ -19,7 +19,8 @@ from edgekit.core.config import Profile
 from edgekit.core.progress import Progress
 from edgekit.core.records import QatRecord, Status, VariantRecord
 from edgekit.core.variants import Format, Reference, Variant, VariantClass
-from edgekit.errors import one_line
+from edgekit.core.resources import peak_rss_mb, release_memory, reset_peak_rss
+from edgekit.errors import ExportError, ModelError, one_line
 from edgekit.export.job import ExportContext, ModelJob
 from edgekit.verify.agreement import ParityResult
 
@@ -35,7 +36,10 @@ def variant_key(variant: Variant, profile: Profile, source: dict, job: ModelJob,
               "representative_samples": profile.representative_samples if variant.needs_calibration else None,
               "onnx_int8_encoding": profile.onnx_int8_encoding if _is_onnx_int8(variant) else None,
               # what the record holds: a record made before these were measured is not current
-              "measures": ("parity", "weight_bytes") + (("kernel_fidelity-tieband",) if _is_int8(variant) else ()),
+              "measures": ("parity", "weight_bytes", "expected_size", "output_error", "peak_rss", "metadata")
+                          + (("kernel_fidelity-tieband",) if _is_int8(variant) else ()),
+              "max_near_tie_share": profile.max_near_tie_share,
+              "labels": list(job.labels) if job.labels else None,
               "emulated_cpus": _emulated_cpus(profile) if _is_int8(variant) else None,
               # parity and kernel fidelity are measured on this CPU's kernels with these runtimes:
               # a run directory carried to another machine re-measures instead of reusing verdicts
@@ -87,6 +91,8 @@ class Measured:
     outputs: list[dict]
     parity: ParityResult
     weight_bytes: int
+    expected_size: dict | None = None    # what the route would store (edgekit.verify.expected_size)
+    parity_error: dict | None = None     # output error and the reference's margins (edgekit.verify.output_error)
     kernel_fidelity: dict | None = None
     audit: dict | None = None
     emulated_parity: tuple[dict, ...] = ()
@@ -99,6 +105,8 @@ def export_variant(ctx: ExportContext, variant: Variant, key: str) -> VariantRec
     if why_not is not None:
         return _skip(ctx, final, variant, key, *why_not)
     t0 = time.monotonic()
+    release_memory()
+    reset_peak_rss()   # this variant's peak: conversion, parity, fidelity, audit
     try:
         measured = _make_and_measure(ctx, variant, final)
     except Exception as e:  # a conversion library's own error types vary; record it, go on
@@ -107,8 +115,9 @@ def export_variant(ctx: ExportContext, variant: Variant, key: str) -> VariantRec
         error = one_line(e, limit=500, where=True)
         loud(ctx.progress, ctx.job.name, variant.name, error)
         return dataclasses.replace(_blank_record(variant, key, Status.FAILED, error, ctx.profile),
-                                   seconds=round(time.monotonic() - t0, 3))
+                                   seconds=round(time.monotonic() - t0, 3), peak_rss_mb=peak_rss_mb())
     rec = _measured_record(ctx, variant, key, final, measured, seconds=round(time.monotonic() - t0, 3))
+    rec = dataclasses.replace(rec, peak_rss_mb=peak_rss_mb())
     rec = _judged(ctx, variant, rec)
     _report(ctx, variant, rec)
     return rec
@@ -128,7 +137,9 @@ def _make_and_measure(ctx: ExportContext, variant: Variant, final: Path) -> Meas
     every measurement ran (a failure raises, and no file is left)."""
     from edgekit.convert.converters import io_details
     from edgekit.verify.audit import audit_int8
+    from edgekit.verify.expected_size import expected_size
     from edgekit.verify.fidelity import fast_outputs, kernel_fidelity
+    from edgekit.verify.output_error import parity_error_record
     from edgekit.verify.parity import compare
     from edgekit.verify.weight_bytes import weight_bytes
 
@@ -138,15 +149,28 @@ def _make_and_measure(ctx: ExportContext, variant: Variant, final: Path) -> Meas
     with rundir.atomic_path(final) as tmp:
         variant.make(ctx.inputs, tmp)
         ins, outs = io_details(tmp)
-        outputs = fast_outputs(tmp, job.x_parity)  # the runtime's default path, as users run it
+        try:
+            outputs = fast_outputs(tmp, job.x_parity)  # the runtime's default path, as users run it
+        except ModelError as e:
+            raise _unloadable(variant, tmp, final, e) from e
         measured = Measured(inputs=ins, outputs=outs, parity=compare(reference, outputs, job.y_parity),
-                            weight_bytes=int(weight_bytes(tmp)))
+                            weight_bytes=int(weight_bytes(tmp)),
+                            expected_size=expected_size(tmp, variant.variant_class).to_dict(),
+                            parity_error=parity_error_record(reference, outputs, ctx.profile.max_near_tie_share))
         if not _is_int8(variant):
             return measured
         # one more predict: the same file on the runtime's reference kernels
         fidelity = kernel_fidelity(tmp, job.x_parity, th.min_kernel_agreement, fast=outputs, encoding=encoding)
         return dataclasses.replace(measured, kernel_fidelity=fidelity, audit=audit_int8(tmp),
                                    emulated_parity=_emulated(ctx, variant, tmp, th.min_kernel_agreement, encoding))
+
+
+def _unloadable(variant: Variant, tmp: Path, final: Path, e: Exception) -> ExportError:
+    """A converted file its own runtime rejects: named by its final name, with the runtime's reason
+    and what the user can do (converting again the same way would make the same file)."""
+    reason = str(e).replace(str(tmp), final.name).removesuffix("; re-export it")
+    return ExportError(f"{reason}; the converter made a file its runtime rejects: drop '{variant.name}' from "
+                       f"the profile's variants, or keep the layer the reason names float (see logs/export.log)")
 
 
 def _emulated(ctx: ExportContext, variant: Variant, path: Path, min_kernel_agreement: float | None,
@@ -168,8 +192,9 @@ def _measured_record(ctx: ExportContext, variant: Variant, key: str, final: Path
     """The record of a made file, not judged yet (status ok, no checks)."""
     from edgekit.verify.parity import accuracy_drop_points
 
-    file_rec = dict(rundir.file_record(ctx.run_dir, final), weight_bytes=m.weight_bytes)
-    parity = m.parity.to_dict()
+    file_rec = dict(rundir.file_record(ctx.run_dir, final), weight_bytes=m.weight_bytes,
+                    expected_size=m.expected_size)
+    parity = dict(m.parity.to_dict(), **(m.parity_error or {}))
     parity["float_accuracy"] = ctx.float_acc
     parity["accuracy_drop_points"] = accuracy_drop_points(ctx.float_acc, m.parity.accuracy)
     return dataclasses.replace(_blank_record(variant, key, Status.OK, None, ctx.profile),
@@ -185,7 +210,7 @@ def _judged(ctx: ExportContext, variant: Variant, rec: VariantRecord) -> Variant
 
     th = ctx.profile.thresholds_for(variant.name, variant.variant_class)
     fp32 = None if variant.variant_class is VariantClass.FLOAT else ctx.fp32_files.get(variant.format)
-    checks = judge_file(th, rec, fp32)
+    checks = judge_file(th, rec, fp32, max_near_tie_share=ctx.profile.max_near_tie_share)
     failures = describe_failures(checks)
     if not failures:
         return dataclasses.replace(rec, checks=checks)
@@ -203,9 +228,11 @@ def _report(ctx: ExportContext, variant: Variant, rec: VariantRecord) -> None:
     acc = "" if p["accuracy"] is None else f" accuracy={p['accuracy']:.4f}"
     kernels = "" if rec.kernel_fidelity is None else f" kernel_agreement={rec.kernel_fidelity['agreement']:.4f}"
     diff = "nan" if p["max_abs_diff"] is None else f"{p['max_abs_diff']:.3g}"
+    snr = (f" judged by output error: snr={p['output_error']['snr_db']:.1f} dB (reference outputs are near ties)"
+           if p.get("judged_by") == "output_error" and p.get("output_error", {}).get("snr_db") is not None else "")
     ctx.progress.update(f"{variant.name} ok: {f['size_bytes'] / 1024:.1f} KiB (weights "
                         f"{f['weight_bytes'] / 1024:.1f} KiB) agreement={p['agreement']:.4f} "
-                        f"max_abs_diff={diff}{acc}{kernels}"
+                        f"max_abs_diff={diff}{acc}{kernels}{snr}"
                         + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else ""),
                         model=ctx.job.name)
 

@@ -11,21 +11,31 @@ from edgekit.core.config import Thresholds
 from edgekit.core.records import Check, VariantRecord
 from edgekit.core.results import CheckRow
 from edgekit.core.variants import is_int8_class
+from edgekit.verify.expected_size import expected_size_row
+from edgekit.verify.output_error import judge_parity_rows
 from edgekit.verify.parity import check_thresholds
 from edgekit.verify.parity import describe_failures as describe_threshold_failures
 
 INT8_AUDIT = "int8_audit"
-UNITS = {"max_accuracy_drop": " points", "max_size_bytes": " bytes"}
+UNITS = {"max_accuracy_drop": " points", "max_size_bytes": " bytes", "min_snr_db": " dB"}
 
 
-def judge_file(thresholds: Thresholds, rec: VariantRecord, fp32_file: dict | None) -> tuple[Check, ...]:
+def judge_file(thresholds: Thresholds, rec: VariantRecord, fp32_file: dict | None,
+               max_near_tie_share: float | None = None) -> tuple[Check, ...]:
     """Every threshold the profile sets, then (int8 files) the int8 audit, judged on `rec`'s
-    recorded figures. `fp32_file` is the file record the size ratio divides by (None: no such file)."""
+    recorded figures. `fp32_file` is the file record the size ratio divides by (None: no such file).
+    Where most reference outputs are near ties (`max_near_tie_share`), top-1 agreement proves
+    nothing and the output error (SNR) is judged instead (edgekit.verify.output_error); the size,
+    where the profile asks, against what the file's route stores (edgekit.verify.expected_size)."""
     file, fp32 = rec.file or {}, fp32_file or {}
     rows = check_thresholds(thresholds, rec.parity, file.get("size_bytes"), fp32.get("size_bytes"),
                             weight_bytes=file.get("weight_bytes"), fp32_weight_bytes=fp32.get("weight_bytes"),
                             kernel_fidelity=rec.kernel_fidelity,
                             emulated_parity=None if rec.emulated_parity is None else list(rec.emulated_parity))
+    rows = judge_parity_rows(rows, rec.parity, thresholds, str(rec.variant_class), max_near_tie_share)
+    if thresholds.max_expected_size_excess is not None and rec.file:
+        rows.append(expected_size_row(thresholds.max_expected_size_excess, file.get("weight_bytes"),
+                                      file.get("expected_size")))
     checks = [Check.from_json(r) for r in rows]
     if is_int8_class(rec.variant_class):
         checks.append(audit_check(rec.audit))

@@ -23,12 +23,12 @@ def tiny_separable(seed: int = 0):
     keras.utils.set_random_seed(seed)
     bias = {"bias_initializer": "random_normal"}
     inp = keras.Input((28, 28, 1))
-    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", **bias)(inp)
-    x = layers.SeparableConv2D(16, 3, padding="same", activation="relu", **bias)(x)
-    x = layers.SeparableConv2D(32, 3, strides=2, padding="same", activation="relu", **bias)(x)
-    x = layers.SeparableConv2D(32, 3, padding="same", activation="relu", **bias)(x)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv2d", **bias)(inp)
+    x = layers.SeparableConv2D(16, 3, padding="same", activation="relu", name="separable_conv2d", **bias)(x)
+    x = layers.SeparableConv2D(32, 3, strides=2, padding="same", activation="relu", name="separable_conv2d_1", **bias)(x)
+    x = layers.SeparableConv2D(32, 3, padding="same", activation="relu", name="separable_conv2d_2", **bias)(x)
     x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inp, layers.Dense(10, **bias)(x), name="tiny_sep")
+    return keras.Model(inp, layers.Dense(10, name="dense", **bias)(x), name="tiny_sep")
 
 
 @pytest.fixture(scope="module")
