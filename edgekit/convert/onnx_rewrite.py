@@ -102,24 +102,35 @@ def _dq_params(graph: _Graph, node) -> tuple[np.ndarray, np.ndarray] | None:
 
 # ----------------------------------------------------------------------------- rewrite passes
 
-def requantize_weights(graph: _Graph, codes: dict[str, dict]) -> int:
-    """Replace each float weight of Conv/MatMul/Gemm by int8 codes + DequantizeLinear."""
+def requantize_weights(graph: _Graph, codes: dict[str, dict]) -> tuple[int, list[str]]:
+    """Replace each float weight of Conv/MatMul/Gemm by int8 codes + DequantizeLinear; returns
+    (how many, the nodes left float).
+
+    A weight is matched to its QAT layer by name only (tf2onnx keeps TF scope names) and must
+    have that layer's shape; one that matches no layer with certainty stays float and is logged:
+    a partially quantized model (edgekit.convert.quantize.qat_float_layers) has float Conv/MatMul
+    weights by design, and guessing a layer by weight count picked the wrong one (two 1x1 convs of
+    a squeeze-excite block have the same size). The int8 audit still judges the file."""
+    import logging
+
     from onnx import helper
 
-    done = 0
-    used_layers: set[str] = set()
+    done, left_float = 0, []
     for node in list(graph.g.node):
         if node.op_type not in WEIGHTED or len(node.input) < 2:
             continue
         w = graph.const(node.input[1])
         if w is None or w.dtype != np.float32:
             continue
-        wrapper = _match_layer(node, codes, w.shape, used_layers)
-        if wrapper is None:
-            raise ExportError(f"ONNX node '{node.name}' has float weights that match no QAT-quantized "
-                              f"layer; cannot make a true int8 graph of this model")
-        used_layers.add(wrapper)
-        k, axis = _onnx_layout(node, codes[wrapper], w.shape)
+        wrapper = _match_layer(node, codes)
+        layout = _onnx_layout(node, codes[wrapper], w.shape) if wrapper is not None else None
+        if layout is None:
+            why = "no QAT layer of that name" if wrapper is None else \
+                f"shape {tuple(w.shape)} is not QAT layer '{codes[wrapper]['layer']}' {codes[wrapper]['codes'].shape}"
+            logging.getLogger(__name__).warning("ONNX node '%s' keeps float weights (%s)", node.name, why)
+            left_float.append(node.name)
+            continue
+        k, axis = layout
         scale = _fit_scale(w, k, axis, codes[wrapper], node.name)
         base = node.input[1]
         qname = graph.add_init(graph.unique(f"{base}_int8"), k.astype(np.int8))
@@ -134,25 +145,23 @@ def requantize_weights(graph: _Graph, codes: dict[str, dict]) -> int:
         graph.insert_before(node, dq)
         node.input[1] = out
         done += 1
-    return done
+    return done, left_float
 
 
-def _match_layer(node, codes: dict, shape: tuple, used: set[str]) -> str | None:
-    """The QAT wrapper this node's weight came from: by name (tf2onnx keeps TF scope names),
-    else the one unused wrapper with the same number of weights."""
-    # a wrapper name is one or more whole "/" segments (MobileNetV3's "expanded_conv/squeeze_excite/Conv")
+def _match_layer(node, codes: dict) -> str | None:
+    """The QAT wrapper this node's weight came from, by name: tf2onnx keeps TF scope names, and a
+    wrapper name is one or more whole "/" segments of them (MobileNetV3's
+    "quant_expanded_conv/squeeze_excite/Conv"); the longest one wins ("quant_a/b" over
+    "quant_a"). None when no single wrapper is named: never a guess."""
     scopes = (f"/{node.name}/", f"/{node.input[1]}/")
     named = [w for w in codes if any(f"/{w}/" in s for s in scopes)]
     longest = [w for w in named if len(w) == max(map(len, named))]
-    if len(longest) == 1:  # "quant_a/b" over "quant_a" when both scopes match
-        return longest[0]
-    size = int(np.prod(shape))
-    same = [w for w in codes if w not in used and codes[w]["codes"].size == size]
-    return same[0] if len(same) == 1 else None
+    return longest[0] if len(longest) == 1 else None
 
 
-def _onnx_layout(node, entry: dict, shape: tuple) -> tuple[np.ndarray, int]:
-    """Keras-layout codes -> the ONNX weight's layout, and the ONNX output-channel axis."""
+def _onnx_layout(node, entry: dict, shape: tuple) -> tuple[np.ndarray, int] | None:
+    """Keras-layout codes -> the ONNX weight's layout, and the ONNX output-channel axis; None
+    when they do not have the ONNX weight's shape (not this layer's weight)."""
     k = entry["codes"]
     if node.op_type == "Conv":
         if entry["attr"] == "depthwise_kernel":  # (kh, kw, cin, mult) -> (cin*mult, 1, kh, kw)
@@ -165,8 +174,7 @@ def _onnx_layout(node, entry: dict, shape: tuple) -> tuple[np.ndarray, int]:
         trans_b = any(a.name == "transB" and a.i for a in node.attribute)
         k, axis = (k.T, 0) if trans_b else (k, 1)
     if tuple(k.shape) != tuple(shape):
-        raise ExportError(f"ONNX node '{node.name}': weight shape {tuple(shape)} does not match QAT layer "
-                          f"'{entry['layer']}' {tuple(entry['codes'].shape)}")
+        return None
     return k, axis
 
 
@@ -366,7 +374,8 @@ def _ranks(model) -> dict[str, int]:
 def rewrite_qat_onnx(model, codes: dict[str, dict]) -> tuple[Any, dict]:
     """tf2onnx's QAT ONNX (float weights) -> int8 weights, int32 biases, fusable QDQ."""
     graph = _Graph(model)
-    stats = {"weights": requantize_weights(graph, codes)}
+    stats = {}
+    stats["weights"], stats["float_weights"] = requantize_weights(graph, codes)
     stats["gemm"] = matmul_add_to_gemm(graph, _ranks(model))
     stats["relu_folded"] = fold_relu_into_quantize(graph)
     stats["moved"] = propagate_quantized(graph)

@@ -114,7 +114,80 @@ def _apply(float_model, chosen: set[str], tfmot, tf_keras):
         if src.weights:
             inner.set_weights(src.get_weights())
     with tfmot.quantization.keras.quantize_scope():
-        return tfmot.quantization.keras.quantize_apply(marked)
+        return tfmot.quantization.keras.quantize_apply(marked, scheme=_scheme())
+
+
+def _scheme():
+    """tfmot's default 8-bit scheme with one layout fix: a Conv2D/DepthwiseConv2D/Dense followed
+    directly by a ReLU keeps its weight quantizer.
+
+    tfmot's LayerReLUQuantize (meant for Add -> ReLU: no fake-quant between them) gives the layer
+    before a ReLU a NoOpQuantizeConfig, which for a Conv/Dense also drops its *weight* quantizer:
+    its kernel trains float, the int8 converters quantize it after the fact (TFLite calibrates it;
+    the ONNX rewrite has no QAT codes for it). MobileNetV3's squeeze-excite reduce conv
+    (GlobalAveragePooling -> Conv2D(bias) -> ReLU) is such a layer. Here the layer gets the
+    registry's config back with a NoOpActivation instead: weights fake-quantized, no fake-quant
+    between it and the ReLU, as tfmot does for a Conv followed by BatchNormalization. Models
+    without that pattern are transformed exactly as by tfmot."""
+    global _SCHEME
+    if _SCHEME is None:
+        _SCHEME = _make_scheme()
+    return _SCHEME()
+
+
+_SCHEME = None
+_WEIGHTED_BEFORE_RELU = ("Conv2D", "DepthwiseConv2D", "Dense")
+
+
+def _make_scheme():
+    from tensorflow_model_optimization.python.core.quantization.keras import quantize_aware_activation as qaa
+    from tensorflow_model_optimization.python.core.quantization.keras import utils as qutils
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_configs as configs, default_8bit_quantize_layout_transform as layout,
+        default_8bit_quantize_scheme as scheme)
+    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
+        model_transformer, transforms)
+
+    def dropped_weights(layer_quantize_map, model) -> bool:
+        classes = {layer.name: type(layer).__name__ for layer in model.layers}
+        return any(isinstance(v.get("quantize_config"), configs.NoOpQuantizeConfig)
+                   and classes.get(name) in _WEIGHTED_BEFORE_RELU for name, v in layer_quantize_map.items())
+
+    class KeepWeightsBeforeReLU(transforms.Transform):
+        def __init__(self, relu_pattern):
+            self._relu = relu_pattern
+
+        def pattern(self):
+            return self._relu(inputs=[transforms.LayerPattern("|".join(_WEIGHTED_BEFORE_RELU),
+                                                              config={"activation": "linear"})])
+
+        def replacement(self, match_layer):
+            node = match_layer.input_layers[0]
+            if isinstance(node.metadata.get("quantize_config"), configs.NoOpQuantizeConfig):
+                node.metadata["quantize_config"] = None  # the registry's config: weights quantized
+                node.layer["config"]["activation"] = qutils.serialize_activation(
+                    qaa.NoOpActivation(), use_legacy_format=True)
+            return match_layer
+
+        def custom_objects(self):
+            return {"NoOpActivation": qaa.NoOpActivation}
+
+    class LayoutTransform(layout.Default8BitQuantizeLayoutTransform):
+        def apply(self, model, layer_quantize_map):
+            model, layer_quantize_map = super().apply(model, layer_quantize_map)
+            if not dropped_weights(layer_quantize_map, model):
+                return model, layer_quantize_map
+            fixes = [KeepWeightsBeforeReLU(lambda inputs: transforms.LayerPattern("ReLU", inputs=inputs)),
+                     KeepWeightsBeforeReLU(lambda inputs: transforms.LayerPattern(
+                         "Activation", config={"activation": "relu"}, inputs=inputs))]
+            return model_transformer.ModelTransformer(model, fixes, set(layer_quantize_map.keys()),
+                                                      layer_quantize_map).transform()
+
+    class Scheme(scheme.Default8BitQuantizeScheme):
+        def get_layout_transformer(self):
+            return LayoutTransform()
+
+    return Scheme
 
 
 def _named_layer(e: BaseException) -> tuple[str | None, str | None]:
@@ -266,7 +339,9 @@ def _finetune(qat_model, x, y, epochs, learning_rate, batch_size, seed) -> dict:
     qat_model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
                       loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=kind == "logits"),
                       metrics=["accuracy"])
-    hist = qat_model.fit(ds, epochs=fit_epochs, steps_per_epoch=steps, verbose=0)
+    watch = _finite_loss_watch()
+    hist = qat_model.fit(ds, epochs=fit_epochs, steps_per_epoch=steps, verbose=0, callbacks=[watch])
+    _check_finite(qat_model, watch, learning_rate)
     out = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     out.update(steps=int(fit_epochs * steps), epochs=float(epochs), batch_size=int(batch_size),
                learning_rate=float(learning_rate), warm_started_ranges=ranges, output=kind,
@@ -274,10 +349,58 @@ def _finetune(qat_model, x, y, epochs, learning_rate, batch_size, seed) -> dict:
     return out
 
 
+def _finite_loss_watch():
+    """A Keras callback that stops fit at the first step whose loss is not finite and keeps
+    that step and loss (`step` stays None while every loss is finite)."""
+    import tf_keras
+
+    class FiniteLoss(tf_keras.callbacks.Callback):
+        step: int | None = None
+        loss: float | None = None
+        _seen = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._seen = epoch * (self.params.get("steps") or 0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if self.step is None and loss is not None and not math.isfinite(float(loss)):
+                self.step, self.loss = self._seen + batch + 1, float(loss)
+                self.model.stop_training = True
+
+    return FiniteLoss()
+
+
+def _check_finite(qat_model, watch, learning_rate: float) -> None:
+    """ModelError, one line, when fine-tuning left a non-finite loss or weight: such a QAT model
+    would export NaN (the ONNX rewrite reports it as off the grid, the TFLite file computes NaN)."""
+    bad = next((v for v in qat_model.weights if not np.all(np.isfinite(v.numpy()))), None)
+    if watch.step is None and bad is None:
+        return
+    what = []
+    if watch.step is not None:
+        what.append(f"the loss became {watch.loss} at step {watch.step}")
+    if bad is not None:
+        count = sum(1 for v in qat_model.weights if not np.all(np.isfinite(v.numpy())))
+        what.append(f"{count} weights are non-finite, first '{bad.name.split(':')[0]}'")
+    raise ModelError(f"QAT fine-tuning of model '{qat_model.name}' diverged ({'; '.join(what)}); no QAT model "
+                     f"is exported; the float variants are still exported; lower qat_learning_rate "
+                     f"(now {learning_rate:g}) or check the fine-tuning images")
+
+
 def warm_start_ranges(qat_model, x: np.ndarray, batch_size: int = 128, max_samples: int = 2048) -> int:
-    """Set each wrapper's output-quantizer min/max to the float model's mean per-batch min/max of
-    that layer's output (the value tfmot's EMA converges to). Returns how many ranges were set;
-    0 when the QAT model was not made by make_qat_model (no float model attached)."""
+    """Set each wrapper's output-quantizer min/max to what the float model's layer outputs span:
+    the mean per-batch min/max of the layer in training mode (batch statistics in BatchNorm,
+    what fine-tuning sees and tfmot's EMA converges to) and in inference mode (moving
+    statistics, what the exported model sees), whichever reaches further. Returns how many
+    ranges were set; 0 when the QAT model was not made by make_qat_model (no float model).
+
+    Both modes matter: where BatchNorm's moving statistics do not describe the data (an untrained
+    or barely trained model: EfficientNet's fan-out initialisation gives stem outputs of std 0.2,
+    which training-mode BN scales to std 1), inference-mode ranges alone clip every BN output to
+    a fraction of its training range, the signal shrinks block by block, BN divides by the
+    vanishing batch std, and the gradients overflow (1e20 at EfficientNetB0's stem, NaN after
+    one Adam step)."""
     import tf_keras
 
     float_model = _FLOAT_SOURCE.get(qat_model)
@@ -303,14 +426,26 @@ def warm_start_ranges(qat_model, x: np.ndarray, batch_size: int = 128, max_sampl
         return 0
     probe = tf_keras.Model(float_model.inputs, [layer.output for layer, _ in targets.values()])
     xs = x[np.random.default_rng(0).permutation(len(x))[:max_samples]]
-    mins, maxs = [], []
-    for i in range(0, len(xs), batch_size):
-        outs = probe(xs[i:i + batch_size], training=False)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        mins.append([float(np.min(o)) for o in outs])
-        maxs.append([float(np.max(o)) for o in outs])
-    lo, hi = np.mean(mins, axis=0), np.mean(maxs, axis=0)
+    # a training-mode call updates BatchNorm's moving statistics: the float model is restored after
+    state = [(v, v.numpy()) for v in float_model.non_trainable_variables]
+    lo = np.full(len(targets), np.inf)
+    hi = np.full(len(targets), -np.inf)
+    try:
+        for training in (False, True):
+            mins, maxs = [], []
+            for i in range(0, len(xs), batch_size):
+                outs = probe(xs[i:i + batch_size], training=training)
+                outs = outs if isinstance(outs, (list, tuple)) else [outs]
+                mins.append([float(np.min(o)) for o in outs])
+                maxs.append([float(np.max(o)) for o in outs])
+            lo, hi = np.minimum(lo, np.mean(mins, axis=0)), np.maximum(hi, np.mean(maxs, axis=0))
+    finally:
+        for v, value in state:
+            v.assign(value)
     for (name, (_, found)), a, b in zip(targets.items(), lo, hi):
+        if not (np.isfinite(a) and np.isfinite(b)):
+            raise ModelError(f"the float model's layer '{name}' outputs non-finite values on the QAT "
+                             f"fine-tuning images; check the model and the images (their scale) before QAT")
         found["min"].assign(min(float(a), 0.0))
         found["max"].assign(max(float(b), 0.0))
     return len(targets)
