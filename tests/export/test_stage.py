@@ -99,13 +99,13 @@ def test_every_variant_exported_validated_and_runnable(exported_run, synthetic):
     inp = cnn["variants"]["tflite-int8-qat"]["inputs"][0]
     if inp["dtype"] == "int8":
         assert inp["scale"] == pytest.approx(1 / 255, rel=0.05) and inp["zero_point"] == -128
-    # size ratio measured on weight bytes against the fp32 file of the same format, file ratio beside it
-    dyn_file, fp32_file = cnn["variants"]["tflite-dynamic"]["file"], cnn["variants"]["tflite-fp32"]["file"]
-    dyn = {c["name"]: c for c in cnn["variants"]["tflite-dynamic"]["checks"]}
-    assert dyn["max_size_ratio"]["value"] == pytest.approx(dyn_file["weight_bytes"] / fp32_file["weight_bytes"],
-                                                           abs=1e-6)
-    assert dyn["max_size_ratio"]["file_size_ratio"] == pytest.approx(
-        dyn_file["size_bytes"] / fp32_file["size_bytes"], abs=1e-6)
+    # the default profile judges size against what each file's route stores (recorded with the file)
+    for name in ("tflite-fp16", "tflite-dynamic", "tflite-int8-ptq", "onnx-int8-ptq", "onnx-int8-qat"):
+        v = cnn["variants"][name]
+        row = {c["name"]: c for c in v["checks"]}["max_expected_size_excess"]
+        expected = v["file"]["expected_size"]["expected_weight_bytes"]
+        assert row["value"] == pytest.approx(v["file"]["weight_bytes"] / expected - 1, abs=1e-6), name
+        assert row["passed"] and row["limit"] == 0.05, (name, row)
     for name, v in cnn["variants"].items():
         assert 0 < v["file"]["weight_bytes"] < v["file"]["size_bytes"], name
         # kernel fidelity: every int8 file, on the whole parity set, judged by min_kernel_agreement
@@ -360,8 +360,10 @@ def test_small_user_model_is_judged_on_weight_bytes_with_kernel_fidelity(tmp_pat
     model.save(tmp_path / "small.keras")
     x = np.random.default_rng(0).random((1000, 8, 8, 1), dtype=np.float32)
     np.savez(tmp_path / "c.npz", x=x)            # no labels: agreement and sizes, no accuracy, no QAT
-    profile = dataclasses.replace(_default(), variants=("tflite-fp32", "onnx-fp32", "tflite-int8-ptq",
-                                                        "onnx-int8-ptq"), representative_samples=100)
+    default = _default()
+    ptq = dataclasses.replace(default.thresholds["int8-ptq"], max_size_ratio=0.32)   # a profile's explicit ratio
+    profile = dataclasses.replace(default, variants=("tflite-fp32", "onnx-fp32", "tflite-int8-ptq", "onnx-int8-ptq"),
+                                  representative_samples=100, thresholds={**default.thresholds, "int8-ptq": ptq})
     rec = export_model(tmp_path / "small.keras", tmp_path / "o", profile, calibration=tmp_path / "c.npz",
                        progress=Progress(quiet=True))["models"]["small"]
     v = rec["variants"]
