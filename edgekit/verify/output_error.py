@@ -95,8 +95,9 @@ def judge_parity_rows(rows: list[dict], parity: dict | None, thresholds: Any, va
                       max_near_tie_share: float | None = None) -> list[dict]:
     """The threshold rows (edgekit.verify.parity.check_thresholds) with parity judged the way the
     record says: on margin-free outputs min_agreement is recorded but not judged (passed None, a
-    note saying why) and a min_snr_db row takes its place; a min_snr_db the profile sets is judged
-    always. `max_near_tie_share` (the judging profile's; None: the one export recorded with)
+    note saying why) and a min_snr_db row (the class default unless the profile sets one) is judged
+    for every class, since accuracy and agreement on near ties say little; a min_snr_db the
+    profile sets is judged always. `max_near_tie_share` (the judging profile's; None: the one export recorded with)
     decides anew from the recorded margins, so the gate judges by its own profile. Records
     without output error (older runs) keep their rows as they were."""
     parity = dict(parity or {})
@@ -113,8 +114,7 @@ def judge_parity_rows(rows: list[dict], parity: dict | None, thresholds: Any, va
             r = {**r, "passed": None, "note": f"not judged: {parity.get('judged_by_reason', 'margin-free outputs')}"}
         out.append(r)
     explicit = getattr(thresholds, "min_snr_db", None)
-    wants_parity = getattr(thresholds, "min_agreement", None) is not None
-    if explicit is not None or (by_error and wants_parity):
+    if explicit is not None or by_error:   # margin-free: every class is judged by its output error
         limit = min_snr_db_for(thresholds, variant_class)
         if limit is not None:
             out.append(snr_row(parity, limit, default=explicit is None))
