@@ -106,32 +106,49 @@ def requantize_weights(graph: _Graph, codes: dict[str, dict]) -> tuple[int, list
     """Replace each float weight of Conv/MatMul/Gemm by int8 codes + DequantizeLinear; returns
     (how many, the nodes left float).
 
-    A weight is matched to its QAT layer by name only (tf2onnx keeps TF scope names) and must
-    have that layer's shape; one that matches no layer with certainty stays float and is logged:
-    a partially quantized model (edgekit.convert.quantize.qat_float_layers) has float Conv/MatMul
-    weights by design, and guessing a layer by weight count picked the wrong one (two 1x1 convs of
-    a squeeze-excite block have the same size). The int8 audit still judges the file."""
+    A weight is matched to its QAT layer with certainty or not at all: by name (tf2onnx keeps TF
+    scope names) and that layer's shape; else, where tf2onnx renamed the node (ResNet50's
+    conv1_conv, Conv + bias + BatchNorm folded, becomes "Conv__777"), by value: the one layer not
+    named by any node whose codes reproduce the folded weights on its grid (_grid_scale: every
+    weight within 1e-3 of a step of scale x code, per channel). A weight matching no layer, or
+    several, stays float and is logged: a partially quantized model has float weights by design
+    (edgekit.convert.quantize.qat_float_layers), and guessing by weight count picked the wrong
+    layer (two 1x1 convs of a squeeze-excite block have the same size). The int8 audit still
+    judges the file."""
     import logging
 
     from onnx import helper
 
+    weighted = []
+    for node in graph.g.node:
+        if node.op_type in WEIGHTED and len(node.input) >= 2:
+            w = graph.const(node.input[1])
+            if w is not None and w.dtype == np.float32:
+                weighted.append((node, w, _match_layer(node, codes)))
+    unclaimed = set(codes) - {wrapper for _, _, wrapper in weighted}
     done, left_float = 0, []
-    for node in list(graph.g.node):
-        if node.op_type not in WEIGHTED or len(node.input) < 2:
-            continue
-        w = graph.const(node.input[1])
-        if w is None or w.dtype != np.float32:
-            continue
-        wrapper = _match_layer(node, codes)
+    for node, w, wrapper in weighted:
         layout = _onnx_layout(node, codes[wrapper], w.shape) if wrapper is not None else None
+        if layout is not None:
+            scale = _fit_scale(w, *layout, codes[wrapper], node.name)
+        elif wrapper is None:
+            fits = []
+            for candidate in sorted(unclaimed):
+                cand_layout = _onnx_layout(node, codes[candidate], w.shape)
+                cand_scale = None if cand_layout is None else _grid_scale(w, *cand_layout, codes[candidate])[0]
+                if cand_scale is not None:
+                    fits.append((candidate, cand_layout, cand_scale))
+            if len(fits) == 1:
+                wrapper, layout, scale = fits[0]
+                unclaimed.discard(wrapper)
         if layout is None:
-            why = "no QAT layer of that name" if wrapper is None else \
-                f"shape {tuple(w.shape)} is not QAT layer '{codes[wrapper]['layer']}' {codes[wrapper]['codes'].shape}"
+            why = (f"shape {tuple(w.shape)} is not QAT layer '{codes[wrapper]['layer']}' "
+                   f"{codes[wrapper]['codes'].shape}" if wrapper is not None
+                   else "no QAT layer of that name, and not exactly one whose codes fit its values")
             logging.getLogger(__name__).warning("ONNX node '%s' keeps float weights (%s)", node.name, why)
             left_float.append(node.name)
             continue
         k, axis = layout
-        scale = _fit_scale(w, k, axis, codes[wrapper], node.name)
         base = node.input[1]
         qname = graph.add_init(graph.unique(f"{base}_int8"), k.astype(np.int8))
         sname = graph.add_init(graph.unique(f"{base}_scale"), scale.astype(np.float32))
@@ -178,8 +195,9 @@ def _onnx_layout(node, entry: dict, shape: tuple) -> tuple[np.ndarray, int] | No
     return k, axis
 
 
-def _fit_scale(w: np.ndarray, k: np.ndarray, axis: int, entry: dict, name: str) -> np.ndarray:
-    """Per-channel scale s with w == s*k (least squares), verified to a fraction of a step.
+def _grid_scale(w: np.ndarray, k: np.ndarray, axis: int, entry: dict) -> tuple[np.ndarray | None, float]:
+    """(per-channel scale s with w == s*k, least squares; None unless every weight lies within
+    _GRID_TOLERANCE steps of it and s > 0), and the worst error in steps.
 
     Without BatchNorm s equals the QAT scale; with BatchNorm folded in, it is that scale times
     the per-channel BN factor. A scalar when all channels share it (per-tensor Dense)."""
@@ -189,13 +207,21 @@ def _fit_scale(w: np.ndarray, k: np.ndarray, axis: int, entry: dict, name: str) 
     qat = np.broadcast_to(np.asarray(entry["scale"], np.float64), (w.shape[axis],))
     s = np.where(kk > 0, (wm * km).sum(1) / np.where(kk > 0, kk, 1), np.where(qat > 0, qat, 1e-8))
     err = np.abs(wm - s[:, None] * km).max(1) / np.maximum(np.abs(s), 1e-30)
+    worst = float(err.max()) if err.size else 0.0
     if not np.all(err <= _GRID_TOLERANCE) or np.any(s <= 0):
-        worst = float(err.max())
+        return None, worst
+    if np.allclose(s, s[0], rtol=1e-6, atol=0) and np.ndim(entry["scale"]) == 0:
+        return np.asarray(s[0], np.float32), worst
+    return s.astype(np.float32), worst
+
+
+def _fit_scale(w: np.ndarray, k: np.ndarray, axis: int, entry: dict, name: str) -> np.ndarray:
+    """_grid_scale of a weight matched by name; ExportError when it is off the QAT grid."""
+    s, worst = _grid_scale(w, k, axis, entry)
+    if s is None:
         raise ExportError(f"ONNX node '{name}': folded weights are off the QAT int8 grid "
                           f"(error {worst:.3g} steps); re-run QAT fine-tuning before export")
-    if np.allclose(s, s[0], rtol=1e-6, atol=0) and np.ndim(entry["scale"]) == 0:
-        return np.asarray(s[0], np.float32)
-    return s.astype(np.float32)
+    return s
 
 
 def matmul_add_to_gemm(graph: _Graph, ranks: dict[str, int]) -> int:

@@ -370,3 +370,41 @@ def test_onnx_exports_are_byte_identical_across_processes(tiny_mobile_file, tmp_
         assert done.returncode == 0, done.stderr[-2000:]
         hashes.append(done.stdout.split()[-2:])
     assert hashes[0] == hashes[1]
+
+
+def test_convs_renamed_by_tf2onnx_are_matched_by_their_values(tmp_path):
+    """tf2onnx renames a Conv with a bias followed by BatchNorm ("Conv__32": ResNet50's
+    conv1_conv) and its weight, so no QAT layer is named; two such convs of one shape are told
+    apart by which layer's codes lie on the folded weights' grid, never by size."""
+    import onnx
+    import tf_keras as k
+
+    from edgekit.convert.onnx_int8 import keras_to_onnx, qat_onnx_int8
+    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.runtimes import open_file
+
+    k.utils.set_random_seed(0)
+    inp = k.Input((32, 32, 3), name="image")
+    branches = []
+    for b in ("a", "b"):  # the same weight shape, bias + BatchNorm: both renamed
+        x = k.layers.ZeroPadding2D(3, name=f"{b}_pad")(inp)
+        x = k.layers.Conv2D(8, 7, strides=2, name=f"{b}_conv")(x)
+        branches.append(k.layers.Activation("relu", name=f"{b}_relu")(k.layers.BatchNormalization(name=f"{b}_bn")(x)))
+    x = k.layers.GlobalAveragePooling2D(name="gap")(k.layers.Add(name="add")(branches))
+    model = k.Model(inp, k.layers.Dense(10, name="logits")(x), name="two_stems")
+    qat = make_qat_model(model)
+    rng = np.random.default_rng(0)
+    xs = rng.random((32, 32, 32, 3), dtype=np.float32)
+    finetune_qat(qat, xs, rng.integers(0, 10, 32), epochs=2, learning_rate=1e-3, batch_size=16)
+
+    raw = keras_to_onnx(qat, 17, "image")
+    assert all("quant_" not in f"{n.name} {n.input[1]}" for n in raw.graph.node if n.op_type == "Conv")
+    path = tmp_path / "stems.onnx"
+    stats = qat_onnx_int8(qat, path)
+    assert stats["weights"] == 3 and stats["float_weights"] == []
+    weights = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    assert len(weights) == 2
+    ref = qat.predict(xs, verbose=0)
+    # exact integer weights: the _check_against_qat bound (its margin condition aside, this
+    # untrained model has no clear top-2 margins)
+    assert np.abs(open_file(path).predict(xs) - ref).max() <= LOGIT_STEPS * _logit_step(qat)
