@@ -280,13 +280,19 @@ def make_onnx_int8_qat(inputs: ConversionInputs, path: Path) -> None:
 @register_converter(Format.ONNX, VariantClass.INT8_PTQ)
 @checked
 def make_onnx_int8_ptq(inputs: ConversionInputs, path: Path) -> None:
+    from edgekit.convert.memory import activation_bytes_per_sample, batch_for_memory
     from edgekit.convert.onnx_int8 import ptq_onnx_int8
 
-    x = inputs.representative
+    # ORT's calibration keeps every tensor of every image until the end (edgekit.convert.onnx_int8):
+    # about twice the activations an image, so a large model is calibrated on fewer images (>= 8)
+    per_image = activation_bytes_per_sample(inputs.float_model)
+    x = inputs.representative[:batch_for_memory(per_image, most=len(inputs.representative), factor=2,
+                                                least=min(8, len(inputs.representative)))]
+    batch = batch_for_memory(per_image, most=32, factor=2)
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         make_onnx_fp32.convert(inputs, fp32)
-        ptq_onnx_int8(fp32, x, path, inputs.input_name, encoding=inputs.onnx_int8_encoding)
+        ptq_onnx_int8(fp32, x, path, inputs.input_name, encoding=inputs.onnx_int8_encoding, calibration_batch=batch)
 
 
 # ----------------------------------------------------------------------------- file I/O details

@@ -286,14 +286,18 @@ class _Reader:
 
 
 def ptq_onnx_int8(float_onnx: Path, representative: np.ndarray, path: Path, input_name: str = "image",
-                  per_channel: bool = True, encoding: str = "u8u8", reduce_range: bool = False) -> dict:
+                  per_channel: bool = True, encoding: str = "u8u8", reduce_range: bool = False,
+                  calibration_batch: int = 32) -> dict:
     """ONNX Runtime static quantization (QDQ, uint8 activations, per-channel symmetric int8
     weights) of a float ONNX, stored in `encoding` (see encode_weights); returns
     {"u8u8_weights": how many weights were re-encoded}.
 
     Symmetric int8 weights are what u8u8 re-encodes exactly; `reduce_range` (7-bit weights, ORT's
     other cure for VPMADDUBSW saturation) costs one bit of weight precision and stays off by
-    default; bench/bench_onnx_encoding.py measures it side by side."""
+    default; bench/bench_onnx_encoding.py measures it side by side. ORT's calibration keeps every
+    tensor of every representative image until it computes the ranges (its CalibMaxIntermediateOutputs
+    flush discards the data in ORT 1.32 instead of folding it in), so the caller sizes the
+    representative set to memory; `calibration_batch` images run per session call."""
     import tempfile
 
     import onnx
@@ -307,7 +311,7 @@ def ptq_onnx_int8(float_onnx: Path, representative: np.ndarray, path: Path, inpu
         # ORT's pre-processing may add or rename tensors: give every tensor a collision-proof
         # name again (see compact) right before quantize_static names its copies
         onnx.save(compact(onnx.load(prepared)), prepared)
-        _quantize_static(prepared, path, representative, input_name, per_channel, reduce_range)
+        _quantize_static(prepared, path, representative, input_name, per_channel, reduce_range, calibration_batch)
     proto = onnx.load(str(path))
     done = encode_weights(proto, encoding)
     onnx.save(compact(proto), str(path))
@@ -315,10 +319,10 @@ def ptq_onnx_int8(float_onnx: Path, representative: np.ndarray, path: Path, inpu
 
 
 def _quantize_static(prepared: str, path: Path, representative: np.ndarray, input_name: str,
-                     per_channel: bool, reduce_range: bool) -> None:
+                     per_channel: bool, reduce_range: bool, calibration_batch: int = 32) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    quantize_static(prepared, str(path), _Reader(representative, input_name),
+    quantize_static(prepared, str(path), _Reader(representative, input_name, batch=calibration_batch),
                     quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
