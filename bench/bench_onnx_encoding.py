@@ -112,7 +112,8 @@ def main(argv=None) -> int:
     from edgekit.core.machine import describe
     from edgekit.convert.onnx_int8 import compact, keras_to_onnx, ptq_onnx_int8, qat_onnx_int8
     from edgekit.verify.audit import audit_int8
-    from edgekit.convert.quantize import finetune_qat, make_qat_model, representative_set
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model, representative_set
     from edgekit.verify.saturation import saturation_audit
 
     t0 = time.time()

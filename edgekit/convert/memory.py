@@ -19,10 +19,22 @@ def activation_bytes_per_sample(model) -> int:
     the model's static output shapes; a dimension unknown besides the batch counts as 1."""
     total = 0
     for layer in model.layers:
-        shapes = layer.output_shape
-        for shape in shapes if isinstance(shapes, list) else [shapes]:
+        for shape in _output_shapes(layer):
             total += int(np.prod([d or 1 for d in shape[1:]])) if shape else 1
     return 4 * max(total, 1)
+
+
+def _output_shapes(layer) -> list[tuple]:
+    """tf_keras layers have `output_shape`; Keras 3 layers only their output tensors' shapes."""
+    try:
+        shapes = layer.output_shape
+    except (AttributeError, RuntimeError):
+        try:
+            out = layer.output
+        except (AttributeError, RuntimeError, ValueError):
+            return []
+        shapes = [tuple(o.shape) for o in out] if isinstance(out, (list, tuple)) else tuple(out.shape)
+    return shapes if isinstance(shapes, list) else [shapes]
 
 
 def batch_for_memory(per_sample_bytes: int, most: int, budget_bytes: int = BATCH_MEMORY_BYTES,

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import ConfigError, ExportError, one_line
-from edgekit.convert.onnx_rewrite import WEIGHTED, _Graph, rewrite_qat_onnx  # noqa: F401  (re-exported)
+from edgekit.convert.onnx_graph import WEIGHTED, _Graph
+from edgekit.convert.onnx_rewrite import rewrite_qat_onnx  # noqa: F401  (re-exported)
 
 ENCODINGS = ("u8u8", "u8s8")  # the same pair as edgekit.core.config.ONNX_INT8_ENCODINGS
 

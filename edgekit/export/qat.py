@@ -33,7 +33,8 @@ def make_or_reuse_qat(run_dir: Path, job: ModelJob, float_model: Callable[[], An
     import warnings
 
     from edgekit.convert.memory import TRAINING_FACTOR, activation_bytes_per_sample, batch_for_memory
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model
     from edgekit.verify.parity import predict_keras
 
     # the batch itself follows from the model (whose sha256 is in the key) and this cap; a qat.h5

@@ -17,7 +17,8 @@ def cnn(trained_run, synthetic):
     """The float CNN, its QAT model (one short fine-tune) and a representative set."""
     from edgekit.convert.converters import ConversionInputs
     from edgekit.core.data import to_float
-    from edgekit.convert.quantize import finetune_qat, make_qat_model, representative_set
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model, representative_set
     from edgekit.runtimes.keras_tf import load_keras_model
 
     model = load_keras_model(trained_run / "train/cnn/model.keras")
@@ -138,7 +139,8 @@ def mlp_made(trained_run, synthetic, tmp_path_factory) -> dict[str, Path]:
     from edgekit.convert.converters import ConversionInputs
     from edgekit.core.variants import EXPORT_VARIANTS as VARIANTS
     from edgekit.core.data import to_float
-    from edgekit.convert.quantize import finetune_qat, make_qat_model, representative_set
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model, representative_set
     from edgekit.runtimes.keras_tf import load_keras_model
 
     model = load_keras_model(trained_run / "train/mlp/model.keras")

@@ -77,7 +77,8 @@ def _check_against_qat(y: np.ndarray, ref: np.ndarray, step: float, where: str) 
 @pytest.fixture(scope="module")
 def qat(trained_run, synthetic):
     from edgekit.core.data import to_float
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model
     from edgekit.runtimes.keras_tf import load_keras_model
 
     model = load_keras_model(trained_run / "train/cnn/model.keras")
@@ -221,7 +222,8 @@ def test_batchnorm_folded_residual_network_requantizes_exactly(synthetic, tmp_pa
     from edgekit.core.data import to_float
     from edgekit.convert.onnx_int8 import qat_onnx_int8, qat_weight_codes
     from edgekit.verify.audit import audit_int8
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model
     from edgekit.runtimes import open_file
 
     k.utils.set_random_seed(0)  # the same initial weights whatever ran before in this process
@@ -380,7 +382,8 @@ def test_convs_renamed_by_tf2onnx_are_matched_by_their_values(tmp_path):
     import tf_keras as k
 
     from edgekit.convert.onnx_int8 import keras_to_onnx, qat_onnx_int8
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model
     from edgekit.runtimes import open_file
 
     k.utils.set_random_seed(0)

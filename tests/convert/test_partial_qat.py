@@ -42,7 +42,9 @@ def _data(n: int = 32, seed: int = 0):
 def mini_qat():
     import tf_keras
 
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+
+    from edgekit.convert.quantize import make_qat_model
 
     tf_keras.utils.set_random_seed(0)
     float_model = _mini("softmax")
@@ -73,7 +75,9 @@ def test_partial_qat_wraps_what_tfmot_supports_and_leaves_the_rest_float(mini_qa
 def test_finetune_uses_the_loss_matching_the_head(mini_qat):
     import tf_keras
 
-    from edgekit.convert.quantize import finetune_qat, make_qat_model, output_kind
+    from edgekit.convert.finetune import finetune_qat
+
+    from edgekit.convert.quantize import make_qat_model, output_kind
 
     _, qat, fit, caught = mini_qat
     assert fit["output"] == "softmax" and output_kind(qat) == "softmax"
@@ -131,7 +135,8 @@ def test_unsupported_models_raise_one_line_model_error(build, names):
 
 
 def test_finetune_failure_is_a_model_error(mini_qat):
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model
 
     qat = make_qat_model(_mini("softmax", classes=3))
     x, _ = _data(8)
@@ -192,7 +197,8 @@ def _squeeze_excite():
 
 @pytest.fixture(scope="module")
 def se_qat():
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model
 
     float_model = _squeeze_excite()
     qat = make_qat_model(float_model)
@@ -296,7 +302,9 @@ def test_warm_start_ranges_cover_what_training_mode_batchnorm_outputs():
     the gradients overflowed to NaN. The float model's state is left as it was."""
     import tf_keras
 
-    from edgekit.convert.quantize import make_qat_model, warm_start_ranges
+    from edgekit.convert.finetune import warm_start_ranges
+
+    from edgekit.convert.quantize import make_qat_model
 
     float_model = _swish_net()
     qat = make_qat_model(float_model)
@@ -313,7 +321,8 @@ def test_warm_start_ranges_cover_what_training_mode_batchnorm_outputs():
 
 
 def test_swish_network_fine_tunes_to_finite_weights_and_a_live_signal():
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model
 
     qat = make_qat_model(_swish_net())
     x, y = _data(16)
@@ -325,7 +334,8 @@ def test_swish_network_fine_tunes_to_finite_weights_and_a_live_signal():
 def test_diverging_fine_tuning_is_a_one_line_model_error():
     """A learning rate of 1e30 makes the weights overflow within a step or two: fine-tuning must
     say so, not hand a NaN model to the converters."""
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model
 
     qat = make_qat_model(_swish_net(depth=1, init_std=0.1))
     x, y = _data(16)

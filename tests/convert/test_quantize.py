@@ -39,7 +39,8 @@ def cnn(trained_run):
 
 def test_finetune_qat_fractional_epochs_and_warm_started_ranges(cnn, synthetic):
     from edgekit.core.data import to_float
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model
 
     qat = make_qat_model(cnn)
     hist = finetune_qat(qat, synthetic.x_train, synthetic.y_train, epochs=0.25, learning_rate=1e-4, batch_size=100)
@@ -53,7 +54,8 @@ def test_finetune_qat_fractional_epochs_and_warm_started_ranges(cnn, synthetic):
 
 
 def test_finetune_qat_rejects_zero_epochs_and_mismatched_labels(cnn, synthetic):
-    from edgekit.convert.quantize import finetune_qat, make_qat_model
+    from edgekit.convert.finetune import finetune_qat
+    from edgekit.convert.quantize import make_qat_model
 
     qat = make_qat_model(cnn)
     with pytest.raises(ConfigError, match="epochs"):
