@@ -147,11 +147,14 @@ def _make_and_measure(ctx: ExportContext, variant: Variant, final: Path) -> Meas
     th = ctx.profile.thresholds_for(variant.name, variant.variant_class)
     encoding = ctx.profile.onnx_int8_encoding if _is_onnx_int8(variant) else None
     with rundir.atomic_path(final) as tmp:
-        variant.make(ctx.inputs, tmp)
-        ins, outs = io_details(tmp)
         try:
-            outputs = fast_outputs(tmp, job.x_parity)  # the runtime's default path, as users run it
+            variant.make(ctx.inputs, tmp)   # its io_dtype check reads the file back
         except ModelError as e:
+            raise _unloadable(variant, tmp, final, e) from e
+        try:
+            ins, outs = io_details(tmp)
+            outputs = fast_outputs(tmp, job.x_parity)  # the runtime's default path, as users run it
+        except (ModelError, RuntimeError, ValueError) as e:   # the runtime's own load/prepare errors
             raise _unloadable(variant, tmp, final, e) from e
         measured = Measured(inputs=ins, outputs=outs, parity=compare(reference, outputs, job.y_parity),
                             weight_bytes=int(weight_bytes(tmp)),
@@ -168,7 +171,7 @@ def _make_and_measure(ctx: ExportContext, variant: Variant, final: Path) -> Meas
 def _unloadable(variant: Variant, tmp: Path, final: Path, e: Exception) -> ExportError:
     """A converted file its own runtime rejects: named by its final name, with the runtime's reason
     and what the user can do (converting again the same way would make the same file)."""
-    reason = str(e).replace(str(tmp), final.name).removesuffix("; re-export it")
+    reason = one_line(e, limit=400).replace(str(tmp), final.name).removesuffix("; re-export it")
     return ExportError(f"{reason}; the converter made a file its runtime rejects: drop '{variant.name}' from "
                        f"the profile's variants, or keep the layer the reason names float (see logs/export.log)")
 
