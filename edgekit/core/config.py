@@ -25,6 +25,8 @@ ONNX_INT8_ENCODINGS = ("u8u8", "u8s8")
 # CPUs the int8 parity is also run on: "native" is this machine; the others run the same files
 # under qemu-user (edgekit.verify.emulation), for verdicts on CPUs nobody here owns. Never timed.
 PARITY_CPUS: tuple[str, ...] = ("native", *EMULATED_CPUS)
+# [thresholds.external]: files another tool made, judged against `edgekit bench --reference`
+EXTERNAL_THRESHOLDS = "external"
 
 
 @dataclass(frozen=True)
@@ -190,9 +192,9 @@ def _thresholds(p: Path, table) -> dict[str, Thresholds]:
         raise ConfigError(f"{p}: thresholds must be tables like [thresholds.int8-qat]")
     out = {}
     for key, values in table.items():
-        if key not in VARIANT_NAMES and key not in VARIANT_CLASSES:
+        if key not in VARIANT_NAMES and key not in VARIANT_CLASSES and key != EXTERNAL_THRESHOLDS:
             raise ConfigError(f"{p}: [thresholds.{key}] names no variant or variant class; use one of "
-                              f"{', '.join(VARIANT_CLASSES)} or a variant name")
+                              f"{', '.join(VARIANT_CLASSES)}, {EXTERNAL_THRESHOLDS} or a variant name")
         if not isinstance(values, dict):
             raise ConfigError(f"{p}: thresholds.{key} must be a table of limits, e.g. min_agreement = 0.99")
         bad = set(values) - th_fields

@@ -30,6 +30,7 @@ from edgekit.core.results import CheckRow, Gate, read_results, setting_label, wr
 from edgekit.runtimes import runtime_dists
 from edgekit.core.records import VariantRecord
 from edgekit.core.variants import float_export
+from edgekit.gate.external import SECTION, external_rows
 from edgekit.gate.stats import judge_regression
 from edgekit.verify.judge import fmt_value as _fmt
 from edgekit.verify.judge import gate_row, judge_file
@@ -54,8 +55,15 @@ def check_run(run_dir: str | Path, profile: str | Path | Profile | None = None,
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist; pass the --run of a finished export")
-    export = rundir.require_stage(run_dir, "export", f"run `edgekit export --run {run_dir}` first")
-    prof = _resolve_profile(export, profile, run_dir)
+    manifest = rundir.load_manifest(run_dir)
+    external = bool(rundir.section(manifest, SECTION)) and not rundir.section(manifest, "export")
+    export = {} if external else rundir.require_stage(
+        run_dir, "export", f"run `edgekit export --run {run_dir}` first (or `edgekit bench --model FILE --out "
+                           f"{run_dir}` for files another tool made)")
+    if external:   # no export recorded a profile: the one given, else "default"
+        prof = profile if isinstance(profile, Profile) else load_profile(str(profile or "default"))
+    else:
+        prof = _resolve_profile(export, profile, run_dir)
     results = read_results(run_dir / "results.json") if (run_dir / "results.json").exists() else None
     base = None
     if baseline is not None:
@@ -70,6 +78,8 @@ def check_run(run_dir: str | Path, profile: str | Path | Profile | None = None,
         model_rows, model_judged = _variant_rows(run_dir, model, mrec, prof)
         rows += model_rows
         judged.update(model_judged)
+    if external:
+        rows, judged = external_rows(manifest, results, prof)
     if not rows:
         rows.append(CheckRow(model="-", variant="-", check="exported", value="nothing", limit="variants", passed=False,
                              note=f"the run has no exported models; run `edgekit export --run {run_dir}`"))

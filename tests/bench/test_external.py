@@ -196,3 +196,23 @@ def test_a_worker_crash_is_a_model_error(made_elsewhere, tmp_path, monkeypatch):
     shutil.copy(made_elsewhere["tflite"], tmp_path / "x.tflite")
     with pytest.raises(ModelError, match="exited with code -11"):
         prepare_files([tmp_path / "x.tflite"], tmp_path / "run")
+
+
+def test_the_gate_judges_files_another_tool_made_against_the_reference(made_elsewhere, tmp_path, capsys):
+    """`edgekit check --run DIR` on a `bench --model` run: each file's top-1 agreement with the
+    reference against [thresholds.external] (default 0.99): the float files pass; a profile
+    demanding more than a file gives fails it (exit 1), with the reference named."""
+    out = tmp_path / "run"
+    argv = ["--quiet", "bench", "--model", str(made_elsewhere["tflite"]), "--model", str(made_elsewhere["onnx"]),
+            "--reference", str(made_elsewhere["keras"]), "--dataset", str(made_elsewhere["data"]), "--out", str(out),
+            *FAST]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    assert cli.main(["--quiet", "check", "--run", str(out)]) == 0
+    rows = json.loads((out / "check.json").read_text())["rows"]
+    assert sorted(r["variant"] for r in rows if r["check"] == "min_agreement") == ["tiny", "tiny"] or \
+        len([r for r in rows if r["check"] == "min_agreement" and r["passed"]]) == 2, rows
+    strict = tmp_path / "strict.toml"
+    strict.write_text('variants = ["tflite-fp32"]\n[thresholds.external]\nmin_agreement = 1.01\n')
+    assert cli.main(["--quiet", "check", "--run", str(out), "--profile", str(strict)]) == 1
+    assert "FAILED: 0 of 2 checks" in capsys.readouterr().out
