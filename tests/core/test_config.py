@@ -32,7 +32,7 @@ def test_every_profile_loads_by_name_and_path(path):
     assert by_name.name == path.stem and Path(by_name.source).resolve() == path.resolve()
     assert by_name.variants and set(by_name.variants) <= CONTRACT_VARIANTS
     assert len(set(by_name.variants)) == len(by_name.variants)
-    assert set(by_name.thresholds) <= CONTRACT_VARIANTS | CONTRACT_CLASSES
+    assert set(by_name.thresholds) <= CONTRACT_VARIANTS | CONTRACT_CLASSES | {config.EXTERNAL_THRESHOLDS}
     assert by_name.description
     for th in by_name.thresholds.values():
         assert any(v is not None for v in dataclasses.asdict(th).values())
