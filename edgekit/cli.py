@@ -349,6 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stage_resources(args):
+    """Wall time and peak RSS of a stage command, recorded in its run directory's manifest."""
+    import contextlib
+
+    from edgekit.core.resources import stage_resources
+
+    run_dir = getattr(args, "run", None) or getattr(args, "out", None)
+    if args.command == "export" and not run_dir and getattr(args, "model", None):
+        run_dir = _export_out(args)
+    if args.command == "run" or not run_dir:   # `run` records each stage itself (edgekit.pipeline)
+        return contextlib.nullcontext()
+    return stage_resources(run_dir, args.command)
+
+
 def _library_log(args):
     """Library output of the command into RUN_DIR/logs/<command>.log (edgekit.core.library_log);
     `run` keeps one log per stage itself; --debug leaves it all on the terminal. The command's own
@@ -369,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _library_log(args):
+        with _library_log(args), _stage_resources(args):
             return int(args.func(args) or EXIT_OK)
     except EdgekitError as e:
         if args.debug:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.core import rundir
+from edgekit.core.resources import stage_resources
 from edgekit.core.library_log import stage_log
 from edgekit.core.config import NETWORK_NAMES, Profile, TrainConfig, load_profile
 from edgekit.core.progress import Progress
@@ -67,7 +68,7 @@ def run_all(out: str | Path = "runs/latest", dataset: str = "fashion-mnist", dat
         return stage_log(out, name, debug=not library_logs)
 
     def timed(name: str, fn) -> None:
-        with logged(name):
+        with logged(name), stage_resources(out, name):
             progress.start_stage(name)
             t = time.monotonic()
             fn()

@@ -3,7 +3,10 @@ so a stage, a variant or a bench session can say how much memory it took (Linux;
 peak since the process started)."""
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+from typing import Iterator
 
 
 def _status_kb(field: str) -> int | None:
@@ -55,3 +58,24 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0, 2)
+
+
+@contextlib.contextmanager
+def stage_resources(run_dir, stage: str) -> Iterator[None]:
+    """Time a stage and the peak RSS of this process during it, and record both in the manifest's
+    `resources` section (`resources.<stage>`), only if the stage finished. Worker subprocesses
+    (bench runtimes, emulated CPUs, a contained export) are not counted here: the bench records
+    its workers' own peaks in results.json."""
+    from pathlib import Path
+
+    from edgekit.core import rundir
+
+    release_memory()
+    reset_peak_rss()
+    t0 = time.monotonic()
+    yield
+    if not (Path(run_dir) / rundir.MANIFEST).is_file():
+        return
+    rec = {"seconds": round(time.monotonic() - t0, 3), "peak_rss_mb": peak_rss_mb(),
+           "measured": "this process (VmHWM since the stage started)", "finished_utc": rundir.utc_now()}
+    rundir.update_manifest(run_dir, lambda m: m.setdefault("resources", {}).__setitem__(stage, rec))
