@@ -114,7 +114,8 @@ def _check_finite(qat_model, watch, learning_rate: float) -> None:
 
 
 def warm_start_ranges(qat_model, x: np.ndarray, batch_size: int = 128, max_samples: int = 2048) -> int:
-    """Set each wrapper's output-quantizer min/max to what the float model's layer outputs span:
+    """Set each output quantizer's min/max (a wrapper's, or a QuantizeLayer's after a layer left
+    float) to what the float model's layer outputs span:
     the mean per-batch min/max of the layer in training mode (batch statistics in BatchNorm,
     what fine-tuning sees and tfmot's EMA converges to) and in inference mode (moving
     statistics, what the exported model sees), whichever reaches further. Returns how many
@@ -132,19 +133,11 @@ def warm_start_ranges(qat_model, x: np.ndarray, batch_size: int = 128, max_sampl
     if float_model is None:
         return 0
     targets = {}
-    for wrapper in qat_model.layers:
-        inner = getattr(wrapper, "layer", None)
-        if inner is None:
-            continue
-        found = {}
-        for v in wrapper.weights:
-            short = v.name.split("/")[-1].split(":")[0]
-            for kind in ("post_activation", "output"):
-                if short in (f"{kind}_min", f"{kind}_max"):
-                    found[short.rsplit("_", 1)[1]] = v
-        if set(found) == {"min", "max"}:
+    for layer in qat_model.layers:
+        source, found = _range_of(layer)
+        if source is not None and set(found) == {"min", "max"}:
             try:
-                targets[inner.name] = (float_model.get_layer(inner.name), found)
+                targets[source] = (float_model.get_layer(source), found)
             except ValueError:
                 continue
     if not targets:
@@ -174,3 +167,30 @@ def warm_start_ranges(qat_model, x: np.ndarray, batch_size: int = 128, max_sampl
         found["min"].assign(min(float(a), 0.0))
         found["max"].assign(max(float(b), 0.0))
     return len(targets)
+
+
+def _range_of(layer) -> tuple[str | None, dict]:
+    """(name of the float layer whose output it quantizes, {"min": var, "max": var}) of a QAT
+    layer's output range: a wrapper's output/post-activation quantizer, or a moving-average
+    QuantizeLayer after a layer left float (edgekit.convert.quantize); (None, {}) otherwise."""
+    inner = getattr(layer, "layer", None)
+    found = {}
+    if inner is not None:
+        for v in layer.weights:
+            short = v.name.split("/")[-1].split(":")[0]
+            for kind in ("post_activation", "output"):
+                if short in (f"{kind}_min", f"{kind}_max"):
+                    found[short.rsplit("_", 1)[1]] = v
+        return inner.name, found
+    if type(getattr(layer, "quantizer", None)).__name__ != "MovingAverageQuantizer":
+        return None, {}  # tfmot's input QuantizeLayer (AllValuesQuantizer) keeps its own start
+    nodes = layer._inbound_nodes  # noqa: SLF001 - tf_keras has no public "previous layer"
+    prev = nodes[0].inbound_layers if len(nodes) == 1 else None
+    if prev is None or isinstance(prev, (list, tuple)):
+        return None, {}
+    for v in layer.weights:
+        short = v.name.split("/")[-1].split(":")[0]
+        for end in ("min", "max"):
+            if short == f"{layer.name}_{end}":
+                found[end] = v
+    return prev.name, found

@@ -168,7 +168,9 @@ def matmul_add_to_gemm(graph: _Graph, ranks: dict[str, int]) -> int:
 
 def propagate_quantized(graph: _Graph) -> int:
     """Run shape-only ops on quantized tensors: DQ -> P becomes P -> DQ, and P -> Q becomes
-    Q -> P, so every weighted op sees DQ inputs and Q outputs (the pattern ORT fuses)."""
+    Q -> P, so every weighted op sees DQ inputs and Q outputs (the pattern ORT fuses). A Pad
+    with zeros (ZeroPadding2D) is one of them: on the codes it pads with the zero point, whose
+    value is exactly 0."""
     from onnx import helper
 
     moves = 0
@@ -176,13 +178,14 @@ def propagate_quantized(graph: _Graph) -> int:
     while changed:
         changed = False
         for node in list(graph.g.node):
-            if node.op_type not in PASSTHROUGH or graph.is_graph_output(node.output[0]):
+            if not _runs_on_codes(graph, node) or graph.is_graph_output(node.output[0]):
                 continue
             src = graph.producer(node.input[0])
-            if src is not None and src.op_type == "DequantizeLinear" and _dq_params(graph, src):
+            if src is not None and src.op_type == "DequantizeLinear" and _dq_params(graph, src) \
+                    and (node.op_type != "Pad" or len(src.input) > 2):
                 # DQ -> P  =>  P(q) -> DQ
                 qout = graph.unique(f"{node.output[0]}_q")
-                moved = helper.make_node(node.op_type, [src.input[0], *node.input[1:]], [qout],
+                moved = helper.make_node(node.op_type, _on_codes(node, src.input[0], src), [qout],
                                          name=graph.unique(node.name), domain=node.domain)
                 moved.attribute.extend(node.attribute)
                 dq = helper.make_node("DequantizeLinear", [qout, *src.input[1:]], [node.output[0]],
@@ -194,13 +197,14 @@ def propagate_quantized(graph: _Graph) -> int:
                 break
             users = graph.consumers(node.output[0])
             if (len(users) == 1 and users[0].op_type == "QuantizeLinear" and _dq_params(graph, users[0])
-                    and (src is None or src.op_type != "DequantizeLinear")):
+                    and (src is None or src.op_type != "DequantizeLinear")
+                    and (node.op_type != "Pad" or len(users[0].input) > 2)):
                 # P -> Q  =>  Q -> P(q)
                 q = users[0]
                 qin = graph.unique(f"{node.input[0]}_q")
                 quant = helper.make_node("QuantizeLinear", [node.input[0], *q.input[1:]], [qin],
                                          name=graph.unique(f"{node.name}_q"))
-                moved = helper.make_node(node.op_type, [qin, *node.input[1:]], [q.output[0]],
+                moved = helper.make_node(node.op_type, _on_codes(node, qin, q), [q.output[0]],
                                          name=graph.unique(node.name), domain=node.domain)
                 moved.attribute.extend(node.attribute)
                 graph.insert_before(node, quant, moved)
@@ -211,6 +215,26 @@ def propagate_quantized(graph: _Graph) -> int:
                 break
     graph.prune()
     return moves
+
+
+def _runs_on_codes(graph: _Graph, node) -> bool:
+    """A shape-only op (PASSTHROUGH), or a constant-mode Pad with zeros."""
+    if node.op_type in PASSTHROUGH:
+        return True
+    if node.op_type != "Pad" or len(node.input) < 2 \
+            or any(a.name == "mode" and a.s not in (b"", b"constant") for a in node.attribute):
+        return False  # (before opset 11, Pad takes its pads as an attribute)
+    value = graph.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(())
+    return value is not None and value.size == 1 and float(value.reshape(())) == 0.0
+
+
+def _on_codes(node, codes: str, qdq) -> list[str]:
+    """`node`'s inputs with `codes` for its data; a Pad pads with the zero point of `qdq` (the
+    DequantizeLinear or QuantizeLinear whose codes it now reads or writes)."""
+    rest = list(node.input[1:])
+    if node.op_type == "Pad":
+        rest = [rest[0], qdq.input[2], *rest[2:]]
+    return [codes, *rest]
 
 
 def remove_requantize_pairs(graph: _Graph) -> int:

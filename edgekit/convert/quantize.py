@@ -31,7 +31,8 @@ def make_qat_model(float_model):
     Every layer tfmot's default scheme can quantize is annotated; the rest (preprocessing such as
     Rescaling/Normalization, raw TF ops (TFOpLambda) such as MobileNetV3's hard-swish, Multiply,
     LayerNormalization, ...) stay float, as in tfmot's partial-quantization guide
-    (`qat_float_layers` lists them; the int8 converters calibrate their ranges). Raises
+    (`qat_float_layers` lists them; the int8 converters calibrate their ranges), except that the
+    output of one feeding a quantized layer gets a QAT range (a QuantizeLayer, see _scheme). Raises
     ModelError, one line naming the layer, where no QAT model can be made (a Lambda layer, a
     nested model, a subclassed model, nothing quantizable); no other exception escapes. The float
     variants do not need QAT and are still exported."""
@@ -126,8 +127,15 @@ def _scheme():
     the ONNX rewrite has no QAT codes for it). MobileNetV3's squeeze-excite reduce conv
     (GlobalAveragePooling -> Conv2D(bias) -> ReLU) is such a layer. Here the layer gets the
     registry's config back with a NoOpActivation instead: weights fake-quantized, no fake-quant
-    between it and the ReLU, as tfmot does for a Conv followed by BatchNormalization. Models
-    without that pattern are transformed exactly as by tfmot."""
+    between it and the ReLU, as tfmot does for a Conv followed by BatchNormalization.
+
+    And a layer left float that feeds a quantized one gets a QuantizeLayer on its output
+    (FloatOutputQuantize). tfmot quantizes such an output only when its registry knows the
+    layer (OutputOnlyConfig); a Rescaling or the last raw TF op of a hard-swish then feeds a
+    QAT conv unquantized: the ONNX file runs that conv in float, and the TFLite converter
+    calibrates the range on inference-mode data while the range before it was learned in QAT
+    (HARD_SWISH's int8 kernel refuses an output scale under input scale / 128, which an
+    untrained BatchNorm gives). Models without these patterns are transformed exactly as by tfmot."""
     global _SCHEME
     if _SCHEME is None:
         _SCHEME = _make_scheme()
@@ -139,7 +147,8 @@ _WEIGHTED_BEFORE_RELU = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 
 def _make_scheme():
-    from tensorflow_model_optimization.python.core.quantization.keras import quantize_aware_activation as qaa
+    from tensorflow_model_optimization.python.core.quantization.keras import (
+        quantize_aware_activation as qaa, quantize_layer, quantizers)
     from tensorflow_model_optimization.python.core.quantization.keras import utils as qutils
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_configs as configs, default_8bit_quantize_layout_transform as layout,
@@ -171,15 +180,43 @@ def _make_scheme():
         def custom_objects(self):
             return {"NoOpActivation": qaa.NoOpActivation}
 
+    class FloatOutputQuantize(transforms.Transform):
+        """float layer X feeding a quantized one => X -> QuantizeLayer (8-bit moving-average
+        range, as tfmot's activation quantizers), named `X_quantize`."""
+        def __init__(self, names: set[str], classes: set[str]):
+            self._names, self._classes = names, classes
+
+        def pattern(self):
+            return transforms.LayerPattern("|".join(sorted(map(re.escape, self._classes))))
+
+        def replacement(self, match_layer):
+            name = match_layer.layer["config"]["name"]
+            if name not in self._names:
+                return match_layer
+            quant = quantize_layer.QuantizeLayer(quantizers.MovingAverageQuantizer(
+                num_bits=8, per_axis=False, symmetric=False, narrow_range=False), name=f"{name}_quantize")
+            config = qutils.serialize_layer(quant, use_legacy_format=True)
+            config["name"] = quant.name
+            return transforms.LayerNode(config, input_layers=[match_layer])
+
+        def custom_objects(self):
+            return {"QuantizeLayer": quantize_layer.QuantizeLayer,
+                    "MovingAverageQuantizer": quantizers.MovingAverageQuantizer}
+
     class LayoutTransform(layout.Default8BitQuantizeLayoutTransform):
         def apply(self, model, layer_quantize_map):
             model, layer_quantize_map = super().apply(model, layer_quantize_map)
-            if not dropped_weights(layer_quantize_map, model):
+            fixes = []
+            if dropped_weights(layer_quantize_map, model):
+                fixes += [KeepWeightsBeforeReLU(lambda inputs: transforms.LayerPattern("ReLU", inputs=inputs)),
+                          KeepWeightsBeforeReLU(lambda inputs: transforms.LayerPattern(
+                              "Activation", config={"activation": "relu"}, inputs=inputs))]
+            feeding = _float_feeding_quantized(model, layer_quantize_map, _registry())
+            if feeding:
+                fixes.append(FloatOutputQuantize(set(feeding), set(feeding.values())))
+            if not fixes:
                 return model, layer_quantize_map
-            fixes = [KeepWeightsBeforeReLU(lambda inputs: transforms.LayerPattern("ReLU", inputs=inputs)),
-                     KeepWeightsBeforeReLU(lambda inputs: transforms.LayerPattern(
-                         "Activation", config={"activation": "relu"}, inputs=inputs))]
-            return model_transformer.ModelTransformer(model, fixes, set(layer_quantize_map.keys()),
+            return model_transformer.ModelTransformer(model, fixes, set(layer_quantize_map) | set(feeding),
                                                       layer_quantize_map).transform()
 
     class Scheme(scheme.Default8BitQuantizeScheme):
@@ -187,6 +224,20 @@ def _make_scheme():
             return LayoutTransform()
 
     return Scheme
+
+
+def _float_feeding_quantized(model, layer_quantize_map, registry) -> dict[str, str]:
+    """{name: class} of the layers left float (neither annotated nor known to tfmot's registry,
+    which quantizes those itself) with one output that a quantized layer reads."""
+    out = {}
+    for layer in model.layers:
+        cls = type(layer).__name__
+        if (layer.name in layer_quantize_map or cls in _NO_COMPUTE or registry.supports(layer)
+                or len(layer._inbound_nodes) != 1 or isinstance(layer.output, (list, tuple))):  # noqa: SLF001
+            continue
+        if any(node.outbound_layer.name in layer_quantize_map for node in layer._outbound_nodes):  # noqa: SLF001
+            out[layer.name] = cls
+    return out
 
 
 def _named_layer(e: BaseException) -> tuple[str | None, str | None]:
