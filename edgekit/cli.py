@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -349,41 +350,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stage_resources(args):
-    """Wall time and peak RSS of a stage command, recorded in its run directory's manifest."""
-    import contextlib
-
+def _stage_context(args) -> contextlib.ExitStack:
+    """Around a stage command: its library output into RUN_DIR/logs/<command>.log
+    (edgekit.core.library_log; --debug leaves it on the terminal; the command's own results stay on
+    stdout, its errors are printed after the block), and its wall time and peak RSS into the
+    manifest (edgekit.core.resources). `run` does both per stage itself (edgekit.pipeline)."""
+    from edgekit.core.library_log import stage_log
     from edgekit.core.resources import stage_resources
 
+    stack = contextlib.ExitStack()
     run_dir = getattr(args, "run", None) or getattr(args, "out", None)
     if args.command == "export" and not run_dir and getattr(args, "model", None):
         run_dir = _export_out(args)
-    if args.command == "run" or not run_dir:   # `run` records each stage itself (edgekit.pipeline)
-        return contextlib.nullcontext()
-    return stage_resources(run_dir, args.command)
-
-
-def _library_log(args):
-    """Library output of the command into RUN_DIR/logs/<command>.log (edgekit.core.library_log);
-    `run` keeps one log per stage itself; --debug leaves it all on the terminal. The command's own
-    results (print) stay on stdout; its errors are printed after the block has ended."""
-    import contextlib
-
-    from edgekit.core.library_log import stage_log
-
-    run_dir = getattr(args, "run", None) or getattr(args, "out", None)
-    if args.command == "export" and not run_dir and getattr(args, "model", None):
-        run_dir = _export_out(args)
-    if args.command == "run" or not run_dir:
-        return contextlib.nullcontext()
-    return stage_log(run_dir, args.command, debug=args.debug, keep_stdout=True)
+    if args.command != "run" and run_dir:
+        stack.enter_context(stage_log(run_dir, args.command, debug=args.debug, keep_stdout=True))
+        stack.enter_context(stage_resources(run_dir, args.command))
+    return stack
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _library_log(args), _stage_resources(args):
+        with _stage_context(args):
             return int(args.func(args) or EXIT_OK)
     except EdgekitError as e:
         if args.debug:
