@@ -334,44 +334,7 @@ def test_int8_ptq_of_the_mobile_blocks_loads_and_no_constant_takes_an_activation
     assert got.shape == ref.shape and cosine.min() > 0.95
 
 
-_EXPORT_TWICE = """
-import hashlib, sys
-from pathlib import Path
-import numpy as np
-import edgekit
-import tf_keras
-from edgekit.convert.converters import ConversionInputs, make_onnx_fp32, make_onnx_int8_ptq
-model = tf_keras.models.load_model(sys.argv[1], compile=False)
-x = np.load(sys.argv[2])
-out = Path(sys.argv[3])
-inputs = ConversionInputs(float_model=model, qat_model=None, representative=x)
-make_onnx_fp32.convert(inputs, out / "fp32.onnx")
-make_onnx_int8_ptq.convert(inputs, out / "int8.onnx")
-print(" ".join(hashlib.sha256((out / f).read_bytes()).hexdigest() for f in ("fp32.onnx", "int8.onnx")))
-"""
-
-
-def test_onnx_exports_are_byte_identical_across_processes(tiny_mobile_file, tmp_path):
-    """tf2onnx's optimizers walk sets (object-address and hash-seed order): without
-    edgekit.convert.onnx_determinism the float file's initializers swapped names run to run. Two
-    processes, random hash seeds, the same model file and calibration set: the same bytes."""
-    import subprocess
-    import sys
-
-    from conftest import mobile_calibration
-
-    np.save(tmp_path / "x.npy", mobile_calibration())
-    (tmp_path / "export.py").write_text(_EXPORT_TWICE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
-    hashes = []
-    for run in ("a", "b"):
-        (tmp_path / run).mkdir()
-        done = subprocess.run([sys.executable, str(tmp_path / "export.py"), str(tiny_mobile_file),
-                               str(tmp_path / "x.npy"), str(tmp_path / run)], env=env, capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        hashes.append(done.stdout.split()[-2:])
-    assert hashes[0] == hashes[1]
+# Byte-identical ONNX (and every other) file from two processes: tests/export/test_mobile_blocks.py
 
 
 def test_convs_renamed_by_tf2onnx_are_matched_by_their_values(tmp_path):
