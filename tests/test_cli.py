@@ -367,7 +367,8 @@ def test_exit_130_interrupted(tmp_path, capsys):
     import threading
     import time
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own Ctrl-C handler, as in a terminal (a shell's background job starts with SIGINT ignored)
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     run = tmp_path / "run"
     run.mkdir()
     lock = open(run / ".manifest.lock", "w")
@@ -395,6 +396,7 @@ def test_exit_130_interrupted(tmp_path, capsys):
     finally:
         watcher.join()
         lock.close()
+        signal.signal(signal.SIGINT, old_handler)
     assert sent.is_set() and code == 130
     assert capsys.readouterr().err == ("edgekit: interrupted; finished work is kept, run the same command "
                                        "again to resume\n")
