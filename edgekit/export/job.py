@@ -14,7 +14,7 @@ import numpy as np
 from edgekit.core import rundir
 if TYPE_CHECKING:
     from edgekit.core.config import Profile
-    from edgekit.core.records import QatRecord
+    from edgekit.core.export_records import QatRecord
     from edgekit.core.variants import Format, Reference
     from edgekit.convert.converters import ConversionInputs
     from edgekit.core.progress import Progress

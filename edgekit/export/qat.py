@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from edgekit.core import rundir
 from edgekit.core.config import Profile
-from edgekit.core.records import QatRecord, Status
+from edgekit.core.export_records import QatRecord, Status
 from edgekit.errors import ModelError, one_line
 from edgekit.export.job import ModelJob, accuracy
 from edgekit.export.variant import loud

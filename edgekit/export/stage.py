@@ -28,7 +28,7 @@ from edgekit.export.job import ExportContext, ModelJob, accuracy, write_parity_i
 from edgekit.export.qat import NO_QAT_DATA, NO_QAT_LABELS, QAT_BATCH_SIZE, QAT_FILE, make_or_reuse_qat
 from edgekit.export.variant import NO_CALIBRATION, export_variant, variant_key
 from edgekit.core.progress import Progress
-from edgekit.core.records import QatRecord, Status, VariantRecord
+from edgekit.core.export_records import QatRecord, Status, VariantRecord
 from edgekit.core.variants import Reference, Variant, VariantClass
 
 # Names that lived here before the split (edgekit.export.job, _qat, _variant) stay importable here.

@@ -17,7 +17,7 @@ from edgekit.runtimes import RUNTIME_DISTS
 from edgekit.core import rundir
 from edgekit.core.config import Profile
 from edgekit.core.progress import Progress
-from edgekit.core.records import QatRecord, Status, VariantRecord
+from edgekit.core.export_records import QatRecord, Status, VariantRecord
 from edgekit.core.variants import Format, Reference, Variant, VariantClass
 from edgekit.core.resources import peak_rss_mb, release_memory, reset_peak_rss
 from edgekit.errors import ExportError, ModelError, one_line

@@ -28,7 +28,7 @@ from edgekit.errors import ConfigError, RunDirError
 from edgekit.core.timing import TimingSettings
 from edgekit.core.results import CheckRow, Gate, read_results, setting_label, write_gate
 from edgekit.runtimes import runtime_dists
-from edgekit.core.records import VariantRecord
+from edgekit.core.export_records import VariantRecord
 from edgekit.core.variants import float_export
 from edgekit.gate.external import SECTION, external_rows
 from edgekit.gate.stats import judge_regression

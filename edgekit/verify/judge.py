@@ -8,7 +8,7 @@ turns a row into the gate's CheckRow (by how much it missed, or why it was not m
 from __future__ import annotations
 
 from edgekit.core.config import Thresholds
-from edgekit.core.records import Check, VariantRecord
+from edgekit.core.export_records import Check, VariantRecord
 from edgekit.core.results import CheckRow
 from edgekit.core.variants import is_int8_class
 from edgekit.verify.expected_size import expected_size_row

@@ -1,4 +1,4 @@
-"""The export records (edgekit.core.records): from_json then to_json gives back the very dict
+"""The export records (edgekit.core.export_records): from_json then to_json gives back the very dict
 the manifest holds, for a run made by the flat layout (tests/fixtures/run_v0_1) and for a fresh
 export, so old run directories load and new ones are written in the same shape."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgekit.core import rundir
-from edgekit.core.records import Check, QatRecord, Status, VariantRecord
+from edgekit.core.export_records import Check, QatRecord, Status, VariantRecord
 
 FIXTURE_RUN = Path(__file__).resolve().parents[1] / "fixtures" / "run_v0_1"
 

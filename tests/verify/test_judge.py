@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from edgekit.core.config import Thresholds
-from edgekit.core.records import Status, VariantRecord
+from edgekit.core.export_records import Status, VariantRecord
 from edgekit.core.variants import Format, Reference, VariantClass
 from edgekit.verify.judge import describe_failures, gate_row, judge_file
 
