@@ -225,6 +225,10 @@ def _files_table(manifest: dict, ok: list[dict], setting, gate: Gate | None) -> 
             if fid.get("avoid"):
                 reasons.append(f"avoid {fid['avoid']}")
             p = v.get("parity") or {}
+            if p.get("judged_by") == "output_error":   # near-tie outputs: agreement recorded, not judged
+                snr = (p.get("output_error") or {}).get("snr_db")
+                reasons.append("judged by output error" + ("" if snr is None else f" (SNR {snr:.1f} dB)")
+                               + ": reference outputs are near ties")
             size = (v.get("file") or {}).get("size_bytes")
             t.add(net, vname, verdict, _pct(p.get("accuracy")), _pct(p.get("agreement")), _pct(judged_kernel_agreement(fid)),
                   _kib(size), _kib(_weight_bytes(v)), _ms(best["p50_ms"]) if best else "-",
